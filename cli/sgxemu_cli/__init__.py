@@ -1,0 +1,1 @@
+"""The ``sgxemu`` command: the composition root, the only code that imports all four components."""
