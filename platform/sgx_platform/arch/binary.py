@@ -72,3 +72,16 @@ def require_zero(data: bytes, what: str) -> None:
     """Raise unless every byte of a reserved field is zero."""
     if any(data):
         raise MalformedStructureError(f"{what}: reserved bytes must be zero")
+
+
+def require_bytes(value: object, size: int, what: str) -> None:
+    """Raise unless a field value is ``bytes`` of exactly ``size`` bytes (dataclass checks)."""
+    if not isinstance(value, bytes):
+        raise MalformedStructureError(f"{what}: must be bytes, got {type(value).__name__}")
+    require_length(value, size, what)
+
+
+def require_uint(value: object, bits: int, what: str) -> None:
+    """Raise unless a field value is an ``int`` in ``0 .. 2**bits - 1`` (dataclass checks)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < (1 << bits):
+        raise MalformedStructureError(f"{what}: must be an unsigned {bits}-bit integer")
