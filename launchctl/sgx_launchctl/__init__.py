@@ -1,0 +1,1 @@
+"""The launch-control daemon: the admin-configured, lockable MRSIGNER allowlist (the LE)."""

@@ -1,0 +1,1 @@
+"""The quoting side: PCE and quoting enclave on the platform, and the emulated PCS."""
