@@ -1,0 +1,130 @@
+"""SECS, the SGX enclave control structure (4096 B) — SGX-REFERENCE §3.1.
+
+Invariants: ``from_bytes`` demands exactly 4096 bytes and zero in every reserved region,
+including the 3834-byte tail at @262 where the CPU keeps hidden state (EID, PADDING, ...): a
+SECS as software hands it to ECREATE never carries that state, so a non-zero tail is malformed.
+Architectural checks of ECREATE (SIZE a power of two, BASEADDR aligned, XFRM legal) belong to
+the emulated CPU, not to this parse.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from sgx_platform.arch.attributes import NO_ATTRIBUTES, Attributes
+from sgx_platform.arch.binary import require_bytes, require_length, require_uint, require_zero
+from sgx_platform.arch.errors import MalformedStructureError
+from sgx_platform.arch.measurement import ZERO_MEASUREMENT, Measurement
+
+_SECS = struct.Struct(
+    "<"
+    "Q"  # 0    SIZE
+    "Q"  # 8    BASEADDR
+    "I"  # 16   SSAFRAMESIZE (pages)
+    "I"  # 20   MISCSELECT
+    "24s"  # 24   reserved (newer SDM: CET fields, UNVERIFIED)
+    "16s"  # 48   ATTRIBUTES
+    "32s"  # 64   MRENCLAVE
+    "32s"  # 96   reserved
+    "32s"  # 128  MRSIGNER
+    "32s"  # 160  reserved
+    "64s"  # 192  CONFIGID
+    "H"  # 256  ISVPRODID
+    "H"  # 258  ISVSVN
+    "H"  # 260  CONFIGSVN
+    "3834s"  # 262  reserved / hidden state
+)
+assert _SECS.size == 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Secs:
+    """The software-visible SECS fields."""
+
+    size: int
+    base_address: int = 0
+    ssa_frame_size: int = 1
+    miscselect: int = 0
+    attributes: Attributes = NO_ATTRIBUTES
+    mrenclave: Measurement = ZERO_MEASUREMENT
+    mrsigner: Measurement = ZERO_MEASUREMENT
+    configid: bytes = bytes(64)
+    isvprodid: int = 0
+    isvsvn: int = 0
+    configsvn: int = 0
+
+    LAYOUT = _SECS
+    SIZE = 4096
+
+    def __post_init__(self) -> None:
+        require_uint(self.size, 64, "SECS.SIZE")
+        require_uint(self.base_address, 64, "SECS.BASEADDR")
+        require_uint(self.ssa_frame_size, 32, "SECS.SSAFRAMESIZE")
+        require_uint(self.miscselect, 32, "SECS.MISCSELECT")
+        if not isinstance(self.attributes, Attributes):
+            raise MalformedStructureError("SECS.ATTRIBUTES must be Attributes")
+        for name in ("mrenclave", "mrsigner"):
+            if not isinstance(getattr(self, name), Measurement):
+                raise MalformedStructureError(f"SECS.{name.upper()} must be a Measurement")
+        require_bytes(self.configid, 64, "SECS.CONFIGID")
+        require_uint(self.isvprodid, 16, "SECS.ISVPRODID")
+        require_uint(self.isvsvn, 16, "SECS.ISVSVN")
+        require_uint(self.configsvn, 16, "SECS.CONFIGSVN")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Secs:
+        require_length(data, cls.SIZE, "SECS")
+        (
+            size,
+            base,
+            ssa,
+            misc,
+            res1,
+            attributes,
+            mrenclave,
+            res2,
+            mrsigner,
+            res3,
+            configid,
+            isvprodid,
+            isvsvn,
+            configsvn,
+            res4,
+        ) = _SECS.unpack(data)
+        require_zero(res1, "SECS reserved @24")
+        require_zero(res2, "SECS reserved @96")
+        require_zero(res3, "SECS reserved @160")
+        require_zero(res4, "SECS reserved @262")
+        return cls(
+            size=size,
+            base_address=base,
+            ssa_frame_size=ssa,
+            miscselect=misc,
+            attributes=Attributes.from_bytes(attributes),
+            mrenclave=Measurement(mrenclave),
+            mrsigner=Measurement(mrsigner),
+            configid=configid,
+            isvprodid=isvprodid,
+            isvsvn=isvsvn,
+            configsvn=configsvn,
+        )
+
+    def to_bytes(self) -> bytes:
+        return _SECS.pack(
+            self.size,
+            self.base_address,
+            self.ssa_frame_size,
+            self.miscselect,
+            bytes(24),
+            self.attributes.to_bytes(),
+            self.mrenclave.value,
+            bytes(32),
+            self.mrsigner.value,
+            bytes(32),
+            self.configid,
+            self.isvprodid,
+            self.isvsvn,
+            self.configsvn,
+            bytes(3834),
+        )
