@@ -24,6 +24,7 @@ COMPONENTS = {
     "sgx_verifier": ROOT / "verifier" / "sgx_verifier",
     "sgx_launchctl": ROOT / "launchctl" / "sgx_launchctl",
     "sgxemu_cli": ROOT / "cli" / "sgxemu_cli",
+    "sgx_rpc": ROOT / "protos" / "sgx_rpc",
 }
 
 _PROBE = r"""
@@ -118,6 +119,14 @@ def test_quoting_and_launchctl_use_the_platform_only_through_its_api(package: st
         assert not _under(loaded, forbidden), forbidden
 
 
+def test_rpc_runtime_imports_no_component() -> None:
+    loaded = _modules_loaded_by("sgx_rpc")
+    platform_modules = [m for m in _under(loaded, "sgx_platform") if m != "sgx_platform"]
+    assert all(m.startswith("sgx_platform.arch") for m in platform_modules), platform_modules
+    for forbidden in ("sgx_quoting", "sgx_verifier", "sgx_launchctl", "sgxemu_cli", "dcap_qvl"):
+        assert not _under(loaded, forbidden), forbidden
+
+
 def test_platform_does_not_import_the_other_components() -> None:
     loaded = _modules_loaded_by("sgx_platform")
     for forbidden in ("sgx_quoting", "sgx_verifier", "sgx_launchctl", "sgxemu_cli", "dcap_qvl"):
@@ -135,7 +144,9 @@ def _imports_of(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("package", ["sgx_platform", "sgx_quoting", "sgx_verifier", "sgx_launchctl"])
+@pytest.mark.parametrize(
+    "package", ["sgx_platform", "sgx_quoting", "sgx_verifier", "sgx_launchctl"]
+)
 def test_only_rpc_modules_import_generated_code(package: str) -> None:
     base = COMPONENTS[package]
     offenders = []

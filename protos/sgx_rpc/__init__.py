@@ -1,0 +1,8 @@
+"""The shared gRPC runtime of sgxemu's services (contract-level, component-free).
+
+Invariants: imports no component package (``sgx_platform`` outside ``arch``, ``sgx_quoting``,
+``sgx_verifier``, ``sgx_launchctl``); holds no domain logic. It gives every service the same
+server bootstrap (health, reflection, graceful shutdown, Unix sockets with a file mode, TLS or
+mTLS on TCP), authorization in an interceptor, and errors as ``google.rpc.Status`` with a
+``google.rpc.ErrorInfo`` beside a sentence for people.
+"""
