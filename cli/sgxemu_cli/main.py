@@ -18,6 +18,7 @@ from sgxemu_cli.errors import EXIT_FAILURE, EXIT_USAGE, CliError
 
 #: Command group modules, each with ``register(subparsers)``. Imported lazily at parse time.
 COMMAND_MODULES: tuple[str, ...] = (
+    "sgxemu_cli.commands.init",
     "sgxemu_cli.commands.image",
     "sgxemu_cli.commands.demo",
 )
@@ -46,7 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _accept_state_everywhere(parser)
     return parser
+
+
+def _accept_state_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``--state`` also follow the command (``sgxemu init --state DIR``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("--state" in a.option_strings for a in child._actions):
+                    child.add_argument("--state", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                _accept_state_everywhere(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
