@@ -42,6 +42,50 @@ LAUNCH_MODE_TOKEN: LaunchMode.ValueType  # 2
 """The LE registers hold the launch enclave's signer; every EINIT needs a token."""
 Global___LaunchMode: _TypeAlias = LaunchMode  # noqa: Y015
 
+class _EnclaveState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EnclaveStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EnclaveState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENCLAVE_STATE_UNSPECIFIED: _EnclaveState.ValueType  # 0
+    ENCLAVE_STATE_CREATED: _EnclaveState.ValueType  # 1
+    """ECREATE done, pages may be added."""
+    ENCLAVE_STATE_INITIALIZED: _EnclaveState.ValueType  # 2
+    """EINIT done: the enclave runs; no more pages may be added."""
+
+class EnclaveState(_EnclaveState, metaclass=_EnclaveStateEnumTypeWrapper):
+    """EnclaveState is the driver's state of one enclave (SGX-REFERENCE §1.1)."""
+
+ENCLAVE_STATE_UNSPECIFIED: EnclaveState.ValueType  # 0
+ENCLAVE_STATE_CREATED: EnclaveState.ValueType  # 1
+"""ECREATE done, pages may be added."""
+ENCLAVE_STATE_INITIALIZED: EnclaveState.ValueType  # 2
+"""EINIT done: the enclave runs; no more pages may be added."""
+Global___EnclaveState: _TypeAlias = EnclaveState  # noqa: Y015
+
+class _SealPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SealPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SealPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEAL_POLICY_UNSPECIFIED: _SealPolicy.ValueType  # 0
+    SEAL_POLICY_MRENCLAVE: _SealPolicy.ValueType  # 1
+    """Only the same enclave (MRENCLAVE) opens the data."""
+    SEAL_POLICY_MRSIGNER: _SealPolicy.ValueType  # 2
+    """Any enclave of the same signer and product at the same or a higher ISVSVN opens the data."""
+
+class SealPolicy(_SealPolicy, metaclass=_SealPolicyEnumTypeWrapper):
+    """SealPolicy is the KEYPOLICY of a seal key."""
+
+SEAL_POLICY_UNSPECIFIED: SealPolicy.ValueType  # 0
+SEAL_POLICY_MRENCLAVE: SealPolicy.ValueType  # 1
+"""Only the same enclave (MRENCLAVE) opens the data."""
+SEAL_POLICY_MRSIGNER: SealPolicy.ValueType  # 2
+"""Any enclave of the same signer and product at the same or a higher ISVSVN opens the data."""
+Global___SealPolicy: _TypeAlias = SealPolicy  # noqa: Y015
+
 @_typing.final
 class GetPlatformInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -69,6 +113,10 @@ class GetPlatformInfoResponse(_message.Message):
     BOOT_EPOCH_FIELD_NUMBER: _builtins.int
     EPC_PAGES_TOTAL_FIELD_NUMBER: _builtins.int
     EPC_PAGES_FREE_FIELD_NUMBER: _builtins.int
+    EPC_PAGES_EVICTED_FIELD_NUMBER: _builtins.int
+    EVICTION_ENABLED_FIELD_NUMBER: _builtins.int
+    ENCLAVE_COUNT_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     cpu_svn: _builtins.bytes
     """CPUSVN, 16 bytes."""
     launch_mode: Global___LaunchMode.ValueType
@@ -81,6 +129,14 @@ class GetPlatformInfoResponse(_message.Message):
     """Changes at every reset and restart of the platform."""
     epc_pages_total: _builtins.int
     epc_pages_free: _builtins.int
+    epc_pages_evicted: _builtins.int
+    """Pages currently written out of the EPC (eviction)."""
+    eviction_enabled: _builtins.bool
+    """Whether pages beyond the EPC capacity are evicted (else the request fails with ENOMEM)."""
+    enclave_count: _builtins.int
+    """Enclaves alive (created or initialized) in this boot."""
+    lease_seconds: _builtins.float
+    """The lease period of a new enclave, in seconds."""
     def __init__(
         self,
         *,
@@ -92,11 +148,929 @@ class GetPlatformInfoResponse(_message.Message):
         boot_epoch: _builtins.bytes = ...,
         epc_pages_total: _builtins.int = ...,
         epc_pages_free: _builtins.int = ...,
+        epc_pages_evicted: _builtins.int = ...,
+        eviction_enabled: _builtins.bool = ...,
+        enclave_count: _builtins.int = ...,
+        lease_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_epoch", b"boot_epoch", "cpu_svn", b"cpu_svn", "epc_pages_free", b"epc_pages_free", "epc_pages_total", b"epc_pages_total", "launch_mode", b"launch_mode", "launch_policy_latch", b"launch_policy_latch", "le_pubkey_hash", b"le_pubkey_hash", "le_pubkey_hash_locked", b"le_pubkey_hash_locked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_epoch", b"boot_epoch", "cpu_svn", b"cpu_svn", "enclave_count", b"enclave_count", "epc_pages_evicted", b"epc_pages_evicted", "epc_pages_free", b"epc_pages_free", "epc_pages_total", b"epc_pages_total", "eviction_enabled", b"eviction_enabled", "launch_mode", b"launch_mode", "launch_policy_latch", b"launch_policy_latch", "le_pubkey_hash", b"le_pubkey_hash", "le_pubkey_hash_locked", b"le_pubkey_hash_locked", "lease_seconds", b"lease_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPlatformInfoResponse: _TypeAlias = GetPlatformInfoResponse  # noqa: Y015
+
+@_typing.final
+class CreateEnclaveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECS_FIELD_NUMBER: _builtins.int
+    secs: _builtins.bytes
+    """The 4096-byte SECS."""
+    def __init__(
+        self,
+        *,
+        secs: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secs", b"secs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateEnclaveRequest: _TypeAlias = CreateEnclaveRequest  # noqa: Y015
+
+@_typing.final
+class CreateEnclaveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    ENCLAVE_ID_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    """The unguessable handle: whoever holds it acts as code inside the enclave. Keep it secret."""
+    enclave_id: _builtins.str
+    """A public identifier of the enclave for logs and people (not a capability)."""
+    lease_seconds: _builtins.float
+    """The lease period: renew before it ends or the enclave is destroyed."""
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        enclave_id: _builtins.str = ...,
+        lease_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle", "enclave_id", b"enclave_id", "lease_seconds", b"lease_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateEnclaveResponse: _TypeAlias = CreateEnclaveResponse  # noqa: Y015
+
+@_typing.final
+class AddPagesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    SECINFO_FIELD_NUMBER: _builtins.int
+    MEASURE_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    offset: _builtins.int
+    """Offset of the first page from the enclave base (page aligned)."""
+    data: _builtins.bytes
+    """The page contents: a non-zero multiple of 4096 bytes."""
+    secinfo: _builtins.bytes
+    """The 64-byte SECINFO applied to every page: its permissions are each page's maximum."""
+    measure: _builtins.bool
+    """SGX_PAGE_MEASURE: EEXTEND every page (16 chunks of 256 bytes)."""
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        secinfo: _builtins.bytes = ...,
+        measure: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "enclave_handle", b"enclave_handle", "measure", b"measure", "offset", b"offset", "secinfo", b"secinfo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddPagesRequest: _TypeAlias = AddPagesRequest  # noqa: Y015
+
+@_typing.final
+class AddPagesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Bytes added (the ioctl's count)."""
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddPagesResponse: _TypeAlias = AddPagesResponse  # noqa: Y015
+
+@_typing.final
+class InitEnclaveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    SIGSTRUCT_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    sigstruct: _builtins.bytes
+    """The 1808-byte SIGSTRUCT."""
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        sigstruct: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle", "sigstruct", b"sigstruct"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InitEnclaveRequest: _TypeAlias = InitEnclaveRequest  # noqa: Y015
+
+@_typing.final
+class InitEnclaveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MRENCLAVE_FIELD_NUMBER: _builtins.int
+    MRSIGNER_FIELD_NUMBER: _builtins.int
+    mrenclave: _builtins.bytes
+    """MRENCLAVE and MRSIGNER of the initialized enclave, 32 bytes each."""
+    mrsigner: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        mrenclave: _builtins.bytes = ...,
+        mrsigner: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mrenclave", b"mrenclave", "mrsigner", b"mrsigner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InitEnclaveResponse: _TypeAlias = InitEnclaveResponse  # noqa: Y015
+
+@_typing.final
+class LoadEnclaveFromFileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    SIGSTRUCT_FIELD_NUMBER: _builtins.int
+    DEBUG_FIELD_NUMBER: _builtins.int
+    PROVISION_KEY_FIELD_NUMBER: _builtins.int
+    DEFER_INIT_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """The SGXS image: a path under an allowed directory (absolute, or relative to the first
+    allowed directory). The platform opens it itself and follows no symbolic link.
+    """
+    sigstruct: _builtins.bytes
+    """The 1808-byte SIGSTRUCT: its ATTRIBUTES, XFRM and MISCSELECT make the SECS."""
+    debug: _builtins.bool
+    """Launch in debug mode (SECS.ATTRIBUTES.DEBUG)."""
+    provision_key: _builtins.bool
+    """Ask for the PROVISIONKEY attribute (needs GrantProvisionKey before InitEnclave, so it
+    implies defer_init).
+    """
+    defer_init: _builtins.bool
+    """Create and add only; the caller calls InitEnclave later (e.g. after GrantProvisionKey)."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        sigstruct: _builtins.bytes = ...,
+        debug: _builtins.bool = ...,
+        provision_key: _builtins.bool = ...,
+        defer_init: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debug", b"debug", "defer_init", b"defer_init", "path", b"path", "provision_key", b"provision_key", "sigstruct", b"sigstruct"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadEnclaveFromFileRequest: _TypeAlias = LoadEnclaveFromFileRequest  # noqa: Y015
+
+@_typing.final
+class LoadEnclaveFromFileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    ENCLAVE_ID_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    IMAGE_SHA256_FIELD_NUMBER: _builtins.int
+    PAGE_COUNT_FIELD_NUMBER: _builtins.int
+    MRENCLAVE_FIELD_NUMBER: _builtins.int
+    MRSIGNER_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    enclave_id: _builtins.str
+    lease_seconds: _builtins.float
+    state: Global___EnclaveState.ValueType
+    image_sha256: _builtins.bytes
+    """SHA-256 of exactly the bytes the platform loaded."""
+    page_count: _builtins.int
+    """Pages added."""
+    mrenclave: _builtins.bytes
+    """MRENCLAVE and MRSIGNER when initialized (empty when init was deferred)."""
+    mrsigner: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        enclave_id: _builtins.str = ...,
+        lease_seconds: _builtins.float = ...,
+        state: Global___EnclaveState.ValueType = ...,
+        image_sha256: _builtins.bytes = ...,
+        page_count: _builtins.int = ...,
+        mrenclave: _builtins.bytes = ...,
+        mrsigner: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle", "enclave_id", b"enclave_id", "image_sha256", b"image_sha256", "lease_seconds", b"lease_seconds", "mrenclave", b"mrenclave", "mrsigner", b"mrsigner", "page_count", b"page_count", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadEnclaveFromFileResponse: _TypeAlias = LoadEnclaveFromFileResponse  # noqa: Y015
+
+@_typing.final
+class GrantProvisionKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantProvisionKeyRequest: _TypeAlias = GrantProvisionKeyRequest  # noqa: Y015
+
+@_typing.final
+class GrantProvisionKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantProvisionKeyResponse: _TypeAlias = GrantProvisionKeyResponse  # noqa: Y015
+
+@_typing.final
+class DestroyEnclaveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DestroyEnclaveRequest: _TypeAlias = DestroyEnclaveRequest  # noqa: Y015
+
+@_typing.final
+class DestroyEnclaveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGES_FREED_FIELD_NUMBER: _builtins.int
+    pages_freed: _builtins.int
+    """EPC pages returned to the free pool (including evicted pages' slots and VA pages)."""
+    def __init__(
+        self,
+        *,
+        pages_freed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pages_freed", b"pages_freed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DestroyEnclaveResponse: _TypeAlias = DestroyEnclaveResponse  # noqa: Y015
+
+@_typing.final
+class RenewLeaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewLeaseRequest: _TypeAlias = RenewLeaseRequest  # noqa: Y015
+
+@_typing.final
+class RenewLeaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    lease_seconds: _builtins.float
+    """Seconds until the lease ends unless renewed again."""
+    def __init__(
+        self,
+        *,
+        lease_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_seconds", b"lease_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewLeaseResponse: _TypeAlias = RenewLeaseResponse  # noqa: Y015
+
+@_typing.final
+class ReadEnclaveMemoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    offset: _builtins.int
+    """Offset from the enclave base."""
+    length: _builtins.int
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle", "length", b"length", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadEnclaveMemoryRequest: _TypeAlias = ReadEnclaveMemoryRequest  # noqa: Y015
+
+@_typing.final
+class ReadEnclaveMemoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadEnclaveMemoryResponse: _TypeAlias = ReadEnclaveMemoryResponse  # noqa: Y015
+
+@_typing.final
+class WriteEnclaveMemoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    offset: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "enclave_handle", b"enclave_handle", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteEnclaveMemoryRequest: _TypeAlias = WriteEnclaveMemoryRequest  # noqa: Y015
+
+@_typing.final
+class WriteEnclaveMemoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteEnclaveMemoryResponse: _TypeAlias = WriteEnclaveMemoryResponse  # noqa: Y015
+
+@_typing.final
+class CreateReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    TARGET_INFO_FIELD_NUMBER: _builtins.int
+    REPORT_DATA_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    target_info: _builtins.bytes
+    """The 512-byte TARGETINFO of the enclave that will verify the report (all zero: self)."""
+    report_data: _builtins.bytes
+    """The 64-byte REPORTDATA (empty means 64 zero bytes)."""
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        target_info: _builtins.bytes = ...,
+        report_data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle", "report_data", b"report_data", "target_info", b"target_info"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateReportRequest: _TypeAlias = CreateReportRequest  # noqa: Y015
+
+@_typing.final
+class CreateReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    report: _builtins.bytes
+    """The 432-byte REPORT."""
+    def __init__(
+        self,
+        *,
+        report: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateReportResponse: _TypeAlias = CreateReportResponse  # noqa: Y015
+
+@_typing.final
+class GetKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    KEY_REQUEST_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    key_request: _builtins.bytes
+    """The 512-byte KEYREQUEST."""
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        key_request: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle", "key_request", b"key_request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKeyRequest: _TypeAlias = GetKeyRequest  # noqa: Y015
+
+@_typing.final
+class GetKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    key: _builtins.bytes
+    """The 16-byte key."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKeyResponse: _TypeAlias = GetKeyResponse  # noqa: Y015
+
+@_typing.final
+class SealDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    PLAINTEXT_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_MAC_TEXT_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    plaintext: _builtins.bytes
+    additional_mac_text: _builtins.bytes
+    """Authenticated but not encrypted."""
+    policy: Global___SealPolicy.ValueType
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        plaintext: _builtins.bytes = ...,
+        additional_mac_text: _builtins.bytes = ...,
+        policy: Global___SealPolicy.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_mac_text", b"additional_mac_text", "enclave_handle", b"enclave_handle", "plaintext", b"plaintext", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SealDataRequest: _TypeAlias = SealDataRequest  # noqa: Y015
+
+@_typing.final
+class SealDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEALED_DATA_FIELD_NUMBER: _builtins.int
+    sealed_data: _builtins.bytes
+    """sgx_sealed_data_t bytes."""
+    def __init__(
+        self,
+        *,
+        sealed_data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sealed_data", b"sealed_data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SealDataResponse: _TypeAlias = SealDataResponse  # noqa: Y015
+
+@_typing.final
+class UnsealDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    SEALED_DATA_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    sealed_data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        sealed_data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle", "sealed_data", b"sealed_data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsealDataRequest: _TypeAlias = UnsealDataRequest  # noqa: Y015
+
+@_typing.final
+class UnsealDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAINTEXT_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_MAC_TEXT_FIELD_NUMBER: _builtins.int
+    plaintext: _builtins.bytes
+    additional_mac_text: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        plaintext: _builtins.bytes = ...,
+        additional_mac_text: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_mac_text", b"additional_mac_text", "plaintext", b"plaintext"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsealDataResponse: _TypeAlias = UnsealDataResponse  # noqa: Y015
+
+@_typing.final
+class DebugReadMemoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    offset: _builtins.int
+    length: _builtins.int
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enclave_handle", b"enclave_handle", "length", b"length", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebugReadMemoryRequest: _TypeAlias = DebugReadMemoryRequest  # noqa: Y015
+
+@_typing.final
+class DebugReadMemoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebugReadMemoryResponse: _TypeAlias = DebugReadMemoryResponse  # noqa: Y015
+
+@_typing.final
+class DebugWriteMemoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCLAVE_HANDLE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    enclave_handle: _builtins.bytes
+    offset: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        enclave_handle: _builtins.bytes = ...,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "enclave_handle", b"enclave_handle", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebugWriteMemoryRequest: _TypeAlias = DebugWriteMemoryRequest  # noqa: Y015
+
+@_typing.final
+class DebugWriteMemoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebugWriteMemoryResponse: _TypeAlias = DebugWriteMemoryResponse  # noqa: Y015
+
+@_typing.final
+class ResetPlatformRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetPlatformRequest: _TypeAlias = ResetPlatformRequest  # noqa: Y015
+
+@_typing.final
+class ResetPlatformResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOT_EPOCH_FIELD_NUMBER: _builtins.int
+    ENCLAVES_DESTROYED_FIELD_NUMBER: _builtins.int
+    boot_epoch: _builtins.bytes
+    """The new boot epoch."""
+    enclaves_destroyed: _builtins.int
+    """Enclaves that were destroyed by the reset."""
+    def __init__(
+        self,
+        *,
+        boot_epoch: _builtins.bytes = ...,
+        enclaves_destroyed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_epoch", b"boot_epoch", "enclaves_destroyed", b"enclaves_destroyed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetPlatformResponse: _TypeAlias = ResetPlatformResponse  # noqa: Y015
+
+@_typing.final
+class UpdateTcbRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_SVN_FIELD_NUMBER: _builtins.int
+    cpu_svn: _builtins.bytes
+    """The new 16-byte CPUSVN; empty raises component 0 by one. A downgrade is refused."""
+    def __init__(
+        self,
+        *,
+        cpu_svn: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_svn", b"cpu_svn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTcbRequest: _TypeAlias = UpdateTcbRequest  # noqa: Y015
+
+@_typing.final
+class UpdateTcbResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_SVN_FIELD_NUMBER: _builtins.int
+    cpu_svn: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        cpu_svn: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_svn", b"cpu_svn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTcbResponse: _TypeAlias = UpdateTcbResponse  # noqa: Y015
+
+@_typing.final
+class SetOwnerEpochRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_EPOCH_FIELD_NUMBER: _builtins.int
+    owner_epoch: _builtins.bytes
+    """The new 16-byte OWNEREPOCH."""
+    def __init__(
+        self,
+        *,
+        owner_epoch: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_epoch", b"owner_epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOwnerEpochRequest: _TypeAlias = SetOwnerEpochRequest  # noqa: Y015
+
+@_typing.final
+class SetOwnerEpochResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOwnerEpochResponse: _TypeAlias = SetOwnerEpochResponse  # noqa: Y015
+
+@_typing.final
+class SetLePubkeyHashRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LE_PUBKEY_HASH_FIELD_NUMBER: _builtins.int
+    le_pubkey_hash: _builtins.bytes
+    """32 bytes: SHA-256 of the launch enclave signer's modulus."""
+    def __init__(
+        self,
+        *,
+        le_pubkey_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["le_pubkey_hash", b"le_pubkey_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLePubkeyHashRequest: _TypeAlias = SetLePubkeyHashRequest  # noqa: Y015
+
+@_typing.final
+class SetLePubkeyHashResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLePubkeyHashResponse: _TypeAlias = SetLePubkeyHashResponse  # noqa: Y015
+
+@_typing.final
+class LockLeRegistersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LockLeRegistersRequest: _TypeAlias = LockLeRegistersRequest  # noqa: Y015
+
+@_typing.final
+class LockLeRegistersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LE_PUBKEY_HASH_FIELD_NUMBER: _builtins.int
+    le_pubkey_hash: _builtins.bytes
+    """The value the registers are locked with."""
+    def __init__(
+        self,
+        *,
+        le_pubkey_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["le_pubkey_hash", b"le_pubkey_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LockLeRegistersResponse: _TypeAlias = LockLeRegistersResponse  # noqa: Y015
+
+@_typing.final
+class LatchLaunchPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FIELD_NUMBER: _builtins.int
+    digest: _builtins.bytes
+    """The 32-byte digest of the launch policy."""
+    def __init__(
+        self,
+        *,
+        digest: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LatchLaunchPolicyRequest: _TypeAlias = LatchLaunchPolicyRequest  # noqa: Y015
+
+@_typing.final
+class LatchLaunchPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LatchLaunchPolicyResponse: _TypeAlias = LatchLaunchPolicyResponse  # noqa: Y015

@@ -26,8 +26,19 @@ if _version_not_supported:
 
 
 class PlatformServiceStub:
-    """PlatformService is served on the device socket ($STATE/run/), whose file mode is the gate,
-    like /dev/sgx_enclave. Later versions add enclave build, report, key and owner calls.
+    """PlatformService is served on three Unix sockets in $STATE/run/ (and optionally on TCP with
+    mTLS). Which socket a call arrives on decides what it may do:
+    * the device socket (like /dev/sgx_enclave; its file mode is the gate): enclave build,
+    memory, report, key, seal and debug calls;
+    * the provision socket (like /dev/sgx_provision): GrantProvisionKey;
+    * the owner socket (0600 in a private directory): reset, TCB update, owner epoch, the LE
+    registers and the launch-policy latch.
+    GetPlatformInfo is allowed on every socket.
+
+    An enclave is named by the unguessable handle CreateEnclave or LoadEnclaveFromFile returns.
+    Whoever holds the handle acts as code inside that enclave (the emulation boundary). The
+    enclave lives while its lease is renewed (RenewLease) or until DestroyEnclave; after a reset
+    or restart of the platform every old handle fails with reason STALE_HANDLE.
     """
 
     def __init__(self, channel):
@@ -41,15 +52,285 @@ class PlatformServiceStub:
                 request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GetPlatformInfoRequest.SerializeToString,
                 response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GetPlatformInfoResponse.FromString,
                 _registered_method=True)
+        self.CreateEnclave = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/CreateEnclave',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.CreateEnclaveRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.CreateEnclaveResponse.FromString,
+                _registered_method=True)
+        self.AddPages = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/AddPages',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.AddPagesRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.AddPagesResponse.FromString,
+                _registered_method=True)
+        self.InitEnclave = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/InitEnclave',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.InitEnclaveRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.InitEnclaveResponse.FromString,
+                _registered_method=True)
+        self.LoadEnclaveFromFile = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/LoadEnclaveFromFile',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LoadEnclaveFromFileRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LoadEnclaveFromFileResponse.FromString,
+                _registered_method=True)
+        self.GrantProvisionKey = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/GrantProvisionKey',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GrantProvisionKeyRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GrantProvisionKeyResponse.FromString,
+                _registered_method=True)
+        self.DestroyEnclave = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/DestroyEnclave',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DestroyEnclaveRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DestroyEnclaveResponse.FromString,
+                _registered_method=True)
+        self.RenewLease = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/RenewLease',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.RenewLeaseRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.RenewLeaseResponse.FromString,
+                _registered_method=True)
+        self.ReadEnclaveMemory = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/ReadEnclaveMemory',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.ReadEnclaveMemoryRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.ReadEnclaveMemoryResponse.FromString,
+                _registered_method=True)
+        self.WriteEnclaveMemory = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/WriteEnclaveMemory',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.WriteEnclaveMemoryRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.WriteEnclaveMemoryResponse.FromString,
+                _registered_method=True)
+        self.CreateReport = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/CreateReport',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.CreateReportRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.CreateReportResponse.FromString,
+                _registered_method=True)
+        self.GetKey = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/GetKey',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GetKeyRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GetKeyResponse.FromString,
+                _registered_method=True)
+        self.SealData = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/SealData',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SealDataRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SealDataResponse.FromString,
+                _registered_method=True)
+        self.UnsealData = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/UnsealData',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.UnsealDataRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.UnsealDataResponse.FromString,
+                _registered_method=True)
+        self.DebugReadMemory = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/DebugReadMemory',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DebugReadMemoryRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DebugReadMemoryResponse.FromString,
+                _registered_method=True)
+        self.DebugWriteMemory = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/DebugWriteMemory',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DebugWriteMemoryRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DebugWriteMemoryResponse.FromString,
+                _registered_method=True)
+        self.ResetPlatform = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/ResetPlatform',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.ResetPlatformRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.ResetPlatformResponse.FromString,
+                _registered_method=True)
+        self.UpdateTcb = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/UpdateTcb',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.UpdateTcbRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.UpdateTcbResponse.FromString,
+                _registered_method=True)
+        self.SetOwnerEpoch = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/SetOwnerEpoch',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SetOwnerEpochRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SetOwnerEpochResponse.FromString,
+                _registered_method=True)
+        self.SetLePubkeyHash = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/SetLePubkeyHash',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SetLePubkeyHashRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SetLePubkeyHashResponse.FromString,
+                _registered_method=True)
+        self.LockLeRegisters = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/LockLeRegisters',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LockLeRegistersRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LockLeRegistersResponse.FromString,
+                _registered_method=True)
+        self.LatchLaunchPolicy = channel.unary_unary(
+                '/sgx.platform.v1.PlatformService/LatchLaunchPolicy',
+                request_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LatchLaunchPolicyRequest.SerializeToString,
+                response_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LatchLaunchPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class PlatformServiceServicer:
-    """PlatformService is served on the device socket ($STATE/run/), whose file mode is the gate,
-    like /dev/sgx_enclave. Later versions add enclave build, report, key and owner calls.
+    """PlatformService is served on three Unix sockets in $STATE/run/ (and optionally on TCP with
+    mTLS). Which socket a call arrives on decides what it may do:
+    * the device socket (like /dev/sgx_enclave; its file mode is the gate): enclave build,
+    memory, report, key, seal and debug calls;
+    * the provision socket (like /dev/sgx_provision): GrantProvisionKey;
+    * the owner socket (0600 in a private directory): reset, TCB update, owner epoch, the LE
+    registers and the launch-policy latch.
+    GetPlatformInfo is allowed on every socket.
+
+    An enclave is named by the unguessable handle CreateEnclave or LoadEnclaveFromFile returns.
+    Whoever holds the handle acts as code inside that enclave (the emulation boundary). The
+    enclave lives while its lease is renewed (RenewLease) or until DestroyEnclave; after a reset
+    or restart of the platform every old handle fails with reason STALE_HANDLE.
     """
 
     def GetPlatformInfo(self, request, context):
         """GetPlatformInfo reports the platform's TCB, launch mode, registers and EPC usage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateEnclave(self, request, context):
+        """CreateEnclave is SGX_IOC_ENCLAVE_CREATE: ECREATE from a 4096-byte SECS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddPages(self, request, context):
+        """AddPages is SGX_IOC_ENCLAVE_ADD_PAGES: EADD (and EEXTEND when measured) of bytes sent over
+        the wire. The load policy applies: by default no executable page arrives this way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InitEnclave(self, request, context):
+        """InitEnclave is SGX_IOC_ENCLAVE_INIT: EINIT with the SIGSTRUCT (and, in token mode, a
+        token the platform obtains from the launch authority; clients never see tokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadEnclaveFromFile(self, request, context):
+        """LoadEnclaveFromFile creates, adds and (unless deferred) initializes an enclave from an SGXS
+        image that the platform opens itself, under an allowed directory, without following
+        symbolic links, hashing exactly the bytes it loads (the LSM question of the seed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GrantProvisionKey(self, request, context):
+        """GrantProvisionKey is SGX_IOC_ENCLAVE_PROVISION: allowed on the provision socket only; the
+        enclave may then be initialized with the PROVISIONKEY attribute.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DestroyEnclave(self, request, context):
+        """DestroyEnclave removes the enclave (EREMOVE of every page) and returns its EPC pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewLease(self, request, context):
+        """RenewLease keeps the enclave alive for another lease period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadEnclaveMemory(self, request, context):
+        """ReadEnclaveMemory reads the enclave's own pages as enclave code would (EPCM permissions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteEnclaveMemory(self, request, context):
+        """WriteEnclaveMemory writes the enclave's own pages as enclave code would (EPCM permissions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateReport(self, request, context):
+        """CreateReport is EREPORT: a REPORT about this enclave, MAC'd for the target enclave.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKey(self, request, context):
+        """GetKey is EGETKEY.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SealData(self, request, context):
+        """SealData seals in the SDK's sgx_sealed_data_t layout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnsealData(self, request, context):
+        """UnsealData opens an sgx_sealed_data_t blob inside this enclave.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DebugReadMemory(self, request, context):
+        """DebugReadMemory is EDBGRD: reading a debug enclave from outside.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DebugWriteMemory(self, request, context):
+        """DebugWriteMemory is EDBGWR: writing a debug enclave from outside.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetPlatform(self, request, context):
+        """ResetPlatform is an emulated reboot: every enclave is gone, the LE register lock and the
+        launch-policy latch are cleared, the boot epoch changes, the boot configuration is applied
+        again. Owner socket only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTcb(self, request, context):
+        """UpdateTcb raises CPUSVN (a microcode update). Owner socket only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetOwnerEpoch(self, request, context):
+        """SetOwnerEpoch sets OWNEREPOCH; data sealed under the old value no longer opens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLePubkeyHash(self, request, context):
+        """SetLePubkeyHash writes IA32_SGXLEPUBKEYHASH0..3 (refused once locked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LockLeRegisters(self, request, context):
+        """LockLeRegisters locks IA32_SGXLEPUBKEYHASH until the next reset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LatchLaunchPolicy(self, request, context):
+        """LatchLaunchPolicy writes the launch-policy digest into the write-once latch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -63,6 +344,111 @@ def add_PlatformServiceServicer_to_server(servicer, server):
                     request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GetPlatformInfoRequest.FromString,
                     response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GetPlatformInfoResponse.SerializeToString,
             ),
+            'CreateEnclave': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEnclave,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.CreateEnclaveRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.CreateEnclaveResponse.SerializeToString,
+            ),
+            'AddPages': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPages,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.AddPagesRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.AddPagesResponse.SerializeToString,
+            ),
+            'InitEnclave': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitEnclave,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.InitEnclaveRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.InitEnclaveResponse.SerializeToString,
+            ),
+            'LoadEnclaveFromFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadEnclaveFromFile,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LoadEnclaveFromFileRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LoadEnclaveFromFileResponse.SerializeToString,
+            ),
+            'GrantProvisionKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantProvisionKey,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GrantProvisionKeyRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GrantProvisionKeyResponse.SerializeToString,
+            ),
+            'DestroyEnclave': grpc.unary_unary_rpc_method_handler(
+                    servicer.DestroyEnclave,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DestroyEnclaveRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DestroyEnclaveResponse.SerializeToString,
+            ),
+            'RenewLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewLease,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.RenewLeaseRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.RenewLeaseResponse.SerializeToString,
+            ),
+            'ReadEnclaveMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadEnclaveMemory,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.ReadEnclaveMemoryRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.ReadEnclaveMemoryResponse.SerializeToString,
+            ),
+            'WriteEnclaveMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteEnclaveMemory,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.WriteEnclaveMemoryRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.WriteEnclaveMemoryResponse.SerializeToString,
+            ),
+            'CreateReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateReport,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.CreateReportRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.CreateReportResponse.SerializeToString,
+            ),
+            'GetKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKey,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GetKeyRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.GetKeyResponse.SerializeToString,
+            ),
+            'SealData': grpc.unary_unary_rpc_method_handler(
+                    servicer.SealData,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SealDataRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SealDataResponse.SerializeToString,
+            ),
+            'UnsealData': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnsealData,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.UnsealDataRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.UnsealDataResponse.SerializeToString,
+            ),
+            'DebugReadMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.DebugReadMemory,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DebugReadMemoryRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DebugReadMemoryResponse.SerializeToString,
+            ),
+            'DebugWriteMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.DebugWriteMemory,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DebugWriteMemoryRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.DebugWriteMemoryResponse.SerializeToString,
+            ),
+            'ResetPlatform': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPlatform,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.ResetPlatformRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.ResetPlatformResponse.SerializeToString,
+            ),
+            'UpdateTcb': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTcb,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.UpdateTcbRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.UpdateTcbResponse.SerializeToString,
+            ),
+            'SetOwnerEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOwnerEpoch,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SetOwnerEpochRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SetOwnerEpochResponse.SerializeToString,
+            ),
+            'SetLePubkeyHash': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLePubkeyHash,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SetLePubkeyHashRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.SetLePubkeyHashResponse.SerializeToString,
+            ),
+            'LockLeRegisters': grpc.unary_unary_rpc_method_handler(
+                    servicer.LockLeRegisters,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LockLeRegistersRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LockLeRegistersResponse.SerializeToString,
+            ),
+            'LatchLaunchPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.LatchLaunchPolicy,
+                    request_deserializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LatchLaunchPolicyRequest.FromString,
+                    response_serializer=sgx_dot_platform_dot_v1_dot_platform__pb2.LatchLaunchPolicyResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'sgx.platform.v1.PlatformService', rpc_method_handlers)
@@ -72,8 +458,19 @@ def add_PlatformServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PlatformService:
-    """PlatformService is served on the device socket ($STATE/run/), whose file mode is the gate,
-    like /dev/sgx_enclave. Later versions add enclave build, report, key and owner calls.
+    """PlatformService is served on three Unix sockets in $STATE/run/ (and optionally on TCP with
+    mTLS). Which socket a call arrives on decides what it may do:
+    * the device socket (like /dev/sgx_enclave; its file mode is the gate): enclave build,
+    memory, report, key, seal and debug calls;
+    * the provision socket (like /dev/sgx_provision): GrantProvisionKey;
+    * the owner socket (0600 in a private directory): reset, TCB update, owner epoch, the LE
+    registers and the launch-policy latch.
+    GetPlatformInfo is allowed on every socket.
+
+    An enclave is named by the unguessable handle CreateEnclave or LoadEnclaveFromFile returns.
+    Whoever holds the handle acts as code inside that enclave (the emulation boundary). The
+    enclave lives while its lease is renewed (RenewLease) or until DestroyEnclave; after a reset
+    or restart of the platform every old handle fails with reason STALE_HANDLE.
     """
 
     @staticmethod
@@ -93,6 +490,573 @@ class PlatformService:
             '/sgx.platform.v1.PlatformService/GetPlatformInfo',
             sgx_dot_platform_dot_v1_dot_platform__pb2.GetPlatformInfoRequest.SerializeToString,
             sgx_dot_platform_dot_v1_dot_platform__pb2.GetPlatformInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEnclave(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/CreateEnclave',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.CreateEnclaveRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.CreateEnclaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/AddPages',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.AddPagesRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.AddPagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitEnclave(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/InitEnclave',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.InitEnclaveRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.InitEnclaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadEnclaveFromFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/LoadEnclaveFromFile',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.LoadEnclaveFromFileRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.LoadEnclaveFromFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantProvisionKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/GrantProvisionKey',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.GrantProvisionKeyRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.GrantProvisionKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DestroyEnclave(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/DestroyEnclave',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.DestroyEnclaveRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.DestroyEnclaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/RenewLease',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.RenewLeaseRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.RenewLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadEnclaveMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/ReadEnclaveMemory',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.ReadEnclaveMemoryRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.ReadEnclaveMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteEnclaveMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/WriteEnclaveMemory',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.WriteEnclaveMemoryRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.WriteEnclaveMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/CreateReport',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.CreateReportRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.CreateReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/GetKey',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.GetKeyRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.GetKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SealData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/SealData',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.SealDataRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.SealDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnsealData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/UnsealData',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.UnsealDataRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.UnsealDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DebugReadMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/DebugReadMemory',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.DebugReadMemoryRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.DebugReadMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DebugWriteMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/DebugWriteMemory',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.DebugWriteMemoryRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.DebugWriteMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetPlatform(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/ResetPlatform',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.ResetPlatformRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.ResetPlatformResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTcb(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/UpdateTcb',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.UpdateTcbRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.UpdateTcbResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOwnerEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/SetOwnerEpoch',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.SetOwnerEpochRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.SetOwnerEpochResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLePubkeyHash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/SetLePubkeyHash',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.SetLePubkeyHashRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.SetLePubkeyHashResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LockLeRegisters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/LockLeRegisters',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.LockLeRegistersRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.LockLeRegistersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LatchLaunchPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sgx.platform.v1.PlatformService/LatchLaunchPolicy',
+            sgx_dot_platform_dot_v1_dot_platform__pb2.LatchLaunchPolicyRequest.SerializeToString,
+            sgx_dot_platform_dot_v1_dot_platform__pb2.LatchLaunchPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

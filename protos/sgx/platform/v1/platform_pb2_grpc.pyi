@@ -30,8 +30,19 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PlatformServiceStub:
-    """PlatformService is served on the device socket ($STATE/run/), whose file mode is the gate,
-    like /dev/sgx_enclave. Later versions add enclave build, report, key and owner calls.
+    """PlatformService is served on three Unix sockets in $STATE/run/ (and optionally on TCP with
+    mTLS). Which socket a call arrives on decides what it may do:
+      * the device socket (like /dev/sgx_enclave; its file mode is the gate): enclave build,
+        memory, report, key, seal and debug calls;
+      * the provision socket (like /dev/sgx_provision): GrantProvisionKey;
+      * the owner socket (0600 in a private directory): reset, TCB update, owner epoch, the LE
+        registers and the launch-policy latch.
+    GetPlatformInfo is allowed on every socket.
+
+    An enclave is named by the unguessable handle CreateEnclave or LoadEnclaveFromFile returns.
+    Whoever holds the handle acts as code inside that enclave (the emulation boundary). The
+    enclave lives while its lease is renewed (RenewLease) or until DestroyEnclave; after a reset
+    or restart of the platform every old handle fails with reason STALE_HANDLE.
     """
 
     @_typing.overload
@@ -40,20 +51,150 @@ class PlatformServiceStub:
     def __new__(cls, channel: _aio.Channel) -> PlatformServiceAsyncStub: ...
     GetPlatformInfo: _grpc.UnaryUnaryMultiCallable[_platform_pb2.GetPlatformInfoRequest, _platform_pb2.GetPlatformInfoResponse]
     """GetPlatformInfo reports the platform's TCB, launch mode, registers and EPC usage."""
+    CreateEnclave: _grpc.UnaryUnaryMultiCallable[_platform_pb2.CreateEnclaveRequest, _platform_pb2.CreateEnclaveResponse]
+    """CreateEnclave is SGX_IOC_ENCLAVE_CREATE: ECREATE from a 4096-byte SECS."""
+    AddPages: _grpc.UnaryUnaryMultiCallable[_platform_pb2.AddPagesRequest, _platform_pb2.AddPagesResponse]
+    """AddPages is SGX_IOC_ENCLAVE_ADD_PAGES: EADD (and EEXTEND when measured) of bytes sent over
+    the wire. The load policy applies: by default no executable page arrives this way.
+    """
+    InitEnclave: _grpc.UnaryUnaryMultiCallable[_platform_pb2.InitEnclaveRequest, _platform_pb2.InitEnclaveResponse]
+    """InitEnclave is SGX_IOC_ENCLAVE_INIT: EINIT with the SIGSTRUCT (and, in token mode, a
+    token the platform obtains from the launch authority; clients never see tokens).
+    """
+    LoadEnclaveFromFile: _grpc.UnaryUnaryMultiCallable[_platform_pb2.LoadEnclaveFromFileRequest, _platform_pb2.LoadEnclaveFromFileResponse]
+    """LoadEnclaveFromFile creates, adds and (unless deferred) initializes an enclave from an SGXS
+    image that the platform opens itself, under an allowed directory, without following
+    symbolic links, hashing exactly the bytes it loads (the LSM question of the seed).
+    """
+    GrantProvisionKey: _grpc.UnaryUnaryMultiCallable[_platform_pb2.GrantProvisionKeyRequest, _platform_pb2.GrantProvisionKeyResponse]
+    """GrantProvisionKey is SGX_IOC_ENCLAVE_PROVISION: allowed on the provision socket only; the
+    enclave may then be initialized with the PROVISIONKEY attribute.
+    """
+    DestroyEnclave: _grpc.UnaryUnaryMultiCallable[_platform_pb2.DestroyEnclaveRequest, _platform_pb2.DestroyEnclaveResponse]
+    """DestroyEnclave removes the enclave (EREMOVE of every page) and returns its EPC pages."""
+    RenewLease: _grpc.UnaryUnaryMultiCallable[_platform_pb2.RenewLeaseRequest, _platform_pb2.RenewLeaseResponse]
+    """RenewLease keeps the enclave alive for another lease period."""
+    ReadEnclaveMemory: _grpc.UnaryUnaryMultiCallable[_platform_pb2.ReadEnclaveMemoryRequest, _platform_pb2.ReadEnclaveMemoryResponse]
+    """ReadEnclaveMemory reads the enclave's own pages as enclave code would (EPCM permissions)."""
+    WriteEnclaveMemory: _grpc.UnaryUnaryMultiCallable[_platform_pb2.WriteEnclaveMemoryRequest, _platform_pb2.WriteEnclaveMemoryResponse]
+    """WriteEnclaveMemory writes the enclave's own pages as enclave code would (EPCM permissions)."""
+    CreateReport: _grpc.UnaryUnaryMultiCallable[_platform_pb2.CreateReportRequest, _platform_pb2.CreateReportResponse]
+    """CreateReport is EREPORT: a REPORT about this enclave, MAC'd for the target enclave."""
+    GetKey: _grpc.UnaryUnaryMultiCallable[_platform_pb2.GetKeyRequest, _platform_pb2.GetKeyResponse]
+    """GetKey is EGETKEY."""
+    SealData: _grpc.UnaryUnaryMultiCallable[_platform_pb2.SealDataRequest, _platform_pb2.SealDataResponse]
+    """SealData seals in the SDK's sgx_sealed_data_t layout."""
+    UnsealData: _grpc.UnaryUnaryMultiCallable[_platform_pb2.UnsealDataRequest, _platform_pb2.UnsealDataResponse]
+    """UnsealData opens an sgx_sealed_data_t blob inside this enclave."""
+    DebugReadMemory: _grpc.UnaryUnaryMultiCallable[_platform_pb2.DebugReadMemoryRequest, _platform_pb2.DebugReadMemoryResponse]
+    """DebugReadMemory is EDBGRD: reading a debug enclave from outside."""
+    DebugWriteMemory: _grpc.UnaryUnaryMultiCallable[_platform_pb2.DebugWriteMemoryRequest, _platform_pb2.DebugWriteMemoryResponse]
+    """DebugWriteMemory is EDBGWR: writing a debug enclave from outside."""
+    ResetPlatform: _grpc.UnaryUnaryMultiCallable[_platform_pb2.ResetPlatformRequest, _platform_pb2.ResetPlatformResponse]
+    """ResetPlatform is an emulated reboot: every enclave is gone, the LE register lock and the
+    launch-policy latch are cleared, the boot epoch changes, the boot configuration is applied
+    again. Owner socket only.
+    """
+    UpdateTcb: _grpc.UnaryUnaryMultiCallable[_platform_pb2.UpdateTcbRequest, _platform_pb2.UpdateTcbResponse]
+    """UpdateTcb raises CPUSVN (a microcode update). Owner socket only."""
+    SetOwnerEpoch: _grpc.UnaryUnaryMultiCallable[_platform_pb2.SetOwnerEpochRequest, _platform_pb2.SetOwnerEpochResponse]
+    """SetOwnerEpoch sets OWNEREPOCH; data sealed under the old value no longer opens."""
+    SetLePubkeyHash: _grpc.UnaryUnaryMultiCallable[_platform_pb2.SetLePubkeyHashRequest, _platform_pb2.SetLePubkeyHashResponse]
+    """SetLePubkeyHash writes IA32_SGXLEPUBKEYHASH0..3 (refused once locked)."""
+    LockLeRegisters: _grpc.UnaryUnaryMultiCallable[_platform_pb2.LockLeRegistersRequest, _platform_pb2.LockLeRegistersResponse]
+    """LockLeRegisters locks IA32_SGXLEPUBKEYHASH until the next reset."""
+    LatchLaunchPolicy: _grpc.UnaryUnaryMultiCallable[_platform_pb2.LatchLaunchPolicyRequest, _platform_pb2.LatchLaunchPolicyResponse]
+    """LatchLaunchPolicy writes the launch-policy digest into the write-once latch."""
 
 @_typing.type_check_only
 class PlatformServiceAsyncStub(PlatformServiceStub):
-    """PlatformService is served on the device socket ($STATE/run/), whose file mode is the gate,
-    like /dev/sgx_enclave. Later versions add enclave build, report, key and owner calls.
+    """PlatformService is served on three Unix sockets in $STATE/run/ (and optionally on TCP with
+    mTLS). Which socket a call arrives on decides what it may do:
+      * the device socket (like /dev/sgx_enclave; its file mode is the gate): enclave build,
+        memory, report, key, seal and debug calls;
+      * the provision socket (like /dev/sgx_provision): GrantProvisionKey;
+      * the owner socket (0600 in a private directory): reset, TCB update, owner epoch, the LE
+        registers and the launch-policy latch.
+    GetPlatformInfo is allowed on every socket.
+
+    An enclave is named by the unguessable handle CreateEnclave or LoadEnclaveFromFile returns.
+    Whoever holds the handle acts as code inside that enclave (the emulation boundary). The
+    enclave lives while its lease is renewed (RenewLease) or until DestroyEnclave; after a reset
+    or restart of the platform every old handle fails with reason STALE_HANDLE.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetPlatformInfo: _aio.UnaryUnaryMultiCallable[_platform_pb2.GetPlatformInfoRequest, _platform_pb2.GetPlatformInfoResponse]  # type: ignore[assignment]
     """GetPlatformInfo reports the platform's TCB, launch mode, registers and EPC usage."""
+    CreateEnclave: _aio.UnaryUnaryMultiCallable[_platform_pb2.CreateEnclaveRequest, _platform_pb2.CreateEnclaveResponse]  # type: ignore[assignment]
+    """CreateEnclave is SGX_IOC_ENCLAVE_CREATE: ECREATE from a 4096-byte SECS."""
+    AddPages: _aio.UnaryUnaryMultiCallable[_platform_pb2.AddPagesRequest, _platform_pb2.AddPagesResponse]  # type: ignore[assignment]
+    """AddPages is SGX_IOC_ENCLAVE_ADD_PAGES: EADD (and EEXTEND when measured) of bytes sent over
+    the wire. The load policy applies: by default no executable page arrives this way.
+    """
+    InitEnclave: _aio.UnaryUnaryMultiCallable[_platform_pb2.InitEnclaveRequest, _platform_pb2.InitEnclaveResponse]  # type: ignore[assignment]
+    """InitEnclave is SGX_IOC_ENCLAVE_INIT: EINIT with the SIGSTRUCT (and, in token mode, a
+    token the platform obtains from the launch authority; clients never see tokens).
+    """
+    LoadEnclaveFromFile: _aio.UnaryUnaryMultiCallable[_platform_pb2.LoadEnclaveFromFileRequest, _platform_pb2.LoadEnclaveFromFileResponse]  # type: ignore[assignment]
+    """LoadEnclaveFromFile creates, adds and (unless deferred) initializes an enclave from an SGXS
+    image that the platform opens itself, under an allowed directory, without following
+    symbolic links, hashing exactly the bytes it loads (the LSM question of the seed).
+    """
+    GrantProvisionKey: _aio.UnaryUnaryMultiCallable[_platform_pb2.GrantProvisionKeyRequest, _platform_pb2.GrantProvisionKeyResponse]  # type: ignore[assignment]
+    """GrantProvisionKey is SGX_IOC_ENCLAVE_PROVISION: allowed on the provision socket only; the
+    enclave may then be initialized with the PROVISIONKEY attribute.
+    """
+    DestroyEnclave: _aio.UnaryUnaryMultiCallable[_platform_pb2.DestroyEnclaveRequest, _platform_pb2.DestroyEnclaveResponse]  # type: ignore[assignment]
+    """DestroyEnclave removes the enclave (EREMOVE of every page) and returns its EPC pages."""
+    RenewLease: _aio.UnaryUnaryMultiCallable[_platform_pb2.RenewLeaseRequest, _platform_pb2.RenewLeaseResponse]  # type: ignore[assignment]
+    """RenewLease keeps the enclave alive for another lease period."""
+    ReadEnclaveMemory: _aio.UnaryUnaryMultiCallable[_platform_pb2.ReadEnclaveMemoryRequest, _platform_pb2.ReadEnclaveMemoryResponse]  # type: ignore[assignment]
+    """ReadEnclaveMemory reads the enclave's own pages as enclave code would (EPCM permissions)."""
+    WriteEnclaveMemory: _aio.UnaryUnaryMultiCallable[_platform_pb2.WriteEnclaveMemoryRequest, _platform_pb2.WriteEnclaveMemoryResponse]  # type: ignore[assignment]
+    """WriteEnclaveMemory writes the enclave's own pages as enclave code would (EPCM permissions)."""
+    CreateReport: _aio.UnaryUnaryMultiCallable[_platform_pb2.CreateReportRequest, _platform_pb2.CreateReportResponse]  # type: ignore[assignment]
+    """CreateReport is EREPORT: a REPORT about this enclave, MAC'd for the target enclave."""
+    GetKey: _aio.UnaryUnaryMultiCallable[_platform_pb2.GetKeyRequest, _platform_pb2.GetKeyResponse]  # type: ignore[assignment]
+    """GetKey is EGETKEY."""
+    SealData: _aio.UnaryUnaryMultiCallable[_platform_pb2.SealDataRequest, _platform_pb2.SealDataResponse]  # type: ignore[assignment]
+    """SealData seals in the SDK's sgx_sealed_data_t layout."""
+    UnsealData: _aio.UnaryUnaryMultiCallable[_platform_pb2.UnsealDataRequest, _platform_pb2.UnsealDataResponse]  # type: ignore[assignment]
+    """UnsealData opens an sgx_sealed_data_t blob inside this enclave."""
+    DebugReadMemory: _aio.UnaryUnaryMultiCallable[_platform_pb2.DebugReadMemoryRequest, _platform_pb2.DebugReadMemoryResponse]  # type: ignore[assignment]
+    """DebugReadMemory is EDBGRD: reading a debug enclave from outside."""
+    DebugWriteMemory: _aio.UnaryUnaryMultiCallable[_platform_pb2.DebugWriteMemoryRequest, _platform_pb2.DebugWriteMemoryResponse]  # type: ignore[assignment]
+    """DebugWriteMemory is EDBGWR: writing a debug enclave from outside."""
+    ResetPlatform: _aio.UnaryUnaryMultiCallable[_platform_pb2.ResetPlatformRequest, _platform_pb2.ResetPlatformResponse]  # type: ignore[assignment]
+    """ResetPlatform is an emulated reboot: every enclave is gone, the LE register lock and the
+    launch-policy latch are cleared, the boot epoch changes, the boot configuration is applied
+    again. Owner socket only.
+    """
+    UpdateTcb: _aio.UnaryUnaryMultiCallable[_platform_pb2.UpdateTcbRequest, _platform_pb2.UpdateTcbResponse]  # type: ignore[assignment]
+    """UpdateTcb raises CPUSVN (a microcode update). Owner socket only."""
+    SetOwnerEpoch: _aio.UnaryUnaryMultiCallable[_platform_pb2.SetOwnerEpochRequest, _platform_pb2.SetOwnerEpochResponse]  # type: ignore[assignment]
+    """SetOwnerEpoch sets OWNEREPOCH; data sealed under the old value no longer opens."""
+    SetLePubkeyHash: _aio.UnaryUnaryMultiCallable[_platform_pb2.SetLePubkeyHashRequest, _platform_pb2.SetLePubkeyHashResponse]  # type: ignore[assignment]
+    """SetLePubkeyHash writes IA32_SGXLEPUBKEYHASH0..3 (refused once locked)."""
+    LockLeRegisters: _aio.UnaryUnaryMultiCallable[_platform_pb2.LockLeRegistersRequest, _platform_pb2.LockLeRegistersResponse]  # type: ignore[assignment]
+    """LockLeRegisters locks IA32_SGXLEPUBKEYHASH until the next reset."""
+    LatchLaunchPolicy: _aio.UnaryUnaryMultiCallable[_platform_pb2.LatchLaunchPolicyRequest, _platform_pb2.LatchLaunchPolicyResponse]  # type: ignore[assignment]
+    """LatchLaunchPolicy writes the launch-policy digest into the write-once latch."""
 
 class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
-    """PlatformService is served on the device socket ($STATE/run/), whose file mode is the gate,
-    like /dev/sgx_enclave. Later versions add enclave build, report, key and owner calls.
+    """PlatformService is served on three Unix sockets in $STATE/run/ (and optionally on TCP with
+    mTLS). Which socket a call arrives on decides what it may do:
+      * the device socket (like /dev/sgx_enclave; its file mode is the gate): enclave build,
+        memory, report, key, seal and debug calls;
+      * the provision socket (like /dev/sgx_provision): GrantProvisionKey;
+      * the owner socket (0600 in a private directory): reset, TCB update, owner epoch, the LE
+        registers and the launch-policy latch.
+    GetPlatformInfo is allowed on every socket.
+
+    An enclave is named by the unguessable handle CreateEnclave or LoadEnclaveFromFile returns.
+    Whoever holds the handle acts as code inside that enclave (the emulation boundary). The
+    enclave lives while its lease is renewed (RenewLease) or until DestroyEnclave; after a reset
+    or restart of the platform every old handle fails with reason STALE_HANDLE.
     """
 
     @_abc_1.abstractmethod
@@ -63,5 +204,185 @@ class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_platform_pb2.GetPlatformInfoResponse, _abc.Awaitable[_platform_pb2.GetPlatformInfoResponse]]:
         """GetPlatformInfo reports the platform's TCB, launch mode, registers and EPC usage."""
+
+    @_abc_1.abstractmethod
+    def CreateEnclave(
+        self,
+        request: _platform_pb2.CreateEnclaveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.CreateEnclaveResponse, _abc.Awaitable[_platform_pb2.CreateEnclaveResponse]]:
+        """CreateEnclave is SGX_IOC_ENCLAVE_CREATE: ECREATE from a 4096-byte SECS."""
+
+    @_abc_1.abstractmethod
+    def AddPages(
+        self,
+        request: _platform_pb2.AddPagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.AddPagesResponse, _abc.Awaitable[_platform_pb2.AddPagesResponse]]:
+        """AddPages is SGX_IOC_ENCLAVE_ADD_PAGES: EADD (and EEXTEND when measured) of bytes sent over
+        the wire. The load policy applies: by default no executable page arrives this way.
+        """
+
+    @_abc_1.abstractmethod
+    def InitEnclave(
+        self,
+        request: _platform_pb2.InitEnclaveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.InitEnclaveResponse, _abc.Awaitable[_platform_pb2.InitEnclaveResponse]]:
+        """InitEnclave is SGX_IOC_ENCLAVE_INIT: EINIT with the SIGSTRUCT (and, in token mode, a
+        token the platform obtains from the launch authority; clients never see tokens).
+        """
+
+    @_abc_1.abstractmethod
+    def LoadEnclaveFromFile(
+        self,
+        request: _platform_pb2.LoadEnclaveFromFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.LoadEnclaveFromFileResponse, _abc.Awaitable[_platform_pb2.LoadEnclaveFromFileResponse]]:
+        """LoadEnclaveFromFile creates, adds and (unless deferred) initializes an enclave from an SGXS
+        image that the platform opens itself, under an allowed directory, without following
+        symbolic links, hashing exactly the bytes it loads (the LSM question of the seed).
+        """
+
+    @_abc_1.abstractmethod
+    def GrantProvisionKey(
+        self,
+        request: _platform_pb2.GrantProvisionKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.GrantProvisionKeyResponse, _abc.Awaitable[_platform_pb2.GrantProvisionKeyResponse]]:
+        """GrantProvisionKey is SGX_IOC_ENCLAVE_PROVISION: allowed on the provision socket only; the
+        enclave may then be initialized with the PROVISIONKEY attribute.
+        """
+
+    @_abc_1.abstractmethod
+    def DestroyEnclave(
+        self,
+        request: _platform_pb2.DestroyEnclaveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.DestroyEnclaveResponse, _abc.Awaitable[_platform_pb2.DestroyEnclaveResponse]]:
+        """DestroyEnclave removes the enclave (EREMOVE of every page) and returns its EPC pages."""
+
+    @_abc_1.abstractmethod
+    def RenewLease(
+        self,
+        request: _platform_pb2.RenewLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.RenewLeaseResponse, _abc.Awaitable[_platform_pb2.RenewLeaseResponse]]:
+        """RenewLease keeps the enclave alive for another lease period."""
+
+    @_abc_1.abstractmethod
+    def ReadEnclaveMemory(
+        self,
+        request: _platform_pb2.ReadEnclaveMemoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.ReadEnclaveMemoryResponse, _abc.Awaitable[_platform_pb2.ReadEnclaveMemoryResponse]]:
+        """ReadEnclaveMemory reads the enclave's own pages as enclave code would (EPCM permissions)."""
+
+    @_abc_1.abstractmethod
+    def WriteEnclaveMemory(
+        self,
+        request: _platform_pb2.WriteEnclaveMemoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.WriteEnclaveMemoryResponse, _abc.Awaitable[_platform_pb2.WriteEnclaveMemoryResponse]]:
+        """WriteEnclaveMemory writes the enclave's own pages as enclave code would (EPCM permissions)."""
+
+    @_abc_1.abstractmethod
+    def CreateReport(
+        self,
+        request: _platform_pb2.CreateReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.CreateReportResponse, _abc.Awaitable[_platform_pb2.CreateReportResponse]]:
+        """CreateReport is EREPORT: a REPORT about this enclave, MAC'd for the target enclave."""
+
+    @_abc_1.abstractmethod
+    def GetKey(
+        self,
+        request: _platform_pb2.GetKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.GetKeyResponse, _abc.Awaitable[_platform_pb2.GetKeyResponse]]:
+        """GetKey is EGETKEY."""
+
+    @_abc_1.abstractmethod
+    def SealData(
+        self,
+        request: _platform_pb2.SealDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.SealDataResponse, _abc.Awaitable[_platform_pb2.SealDataResponse]]:
+        """SealData seals in the SDK's sgx_sealed_data_t layout."""
+
+    @_abc_1.abstractmethod
+    def UnsealData(
+        self,
+        request: _platform_pb2.UnsealDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.UnsealDataResponse, _abc.Awaitable[_platform_pb2.UnsealDataResponse]]:
+        """UnsealData opens an sgx_sealed_data_t blob inside this enclave."""
+
+    @_abc_1.abstractmethod
+    def DebugReadMemory(
+        self,
+        request: _platform_pb2.DebugReadMemoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.DebugReadMemoryResponse, _abc.Awaitable[_platform_pb2.DebugReadMemoryResponse]]:
+        """DebugReadMemory is EDBGRD: reading a debug enclave from outside."""
+
+    @_abc_1.abstractmethod
+    def DebugWriteMemory(
+        self,
+        request: _platform_pb2.DebugWriteMemoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.DebugWriteMemoryResponse, _abc.Awaitable[_platform_pb2.DebugWriteMemoryResponse]]:
+        """DebugWriteMemory is EDBGWR: writing a debug enclave from outside."""
+
+    @_abc_1.abstractmethod
+    def ResetPlatform(
+        self,
+        request: _platform_pb2.ResetPlatformRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.ResetPlatformResponse, _abc.Awaitable[_platform_pb2.ResetPlatformResponse]]:
+        """ResetPlatform is an emulated reboot: every enclave is gone, the LE register lock and the
+        launch-policy latch are cleared, the boot epoch changes, the boot configuration is applied
+        again. Owner socket only.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateTcb(
+        self,
+        request: _platform_pb2.UpdateTcbRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.UpdateTcbResponse, _abc.Awaitable[_platform_pb2.UpdateTcbResponse]]:
+        """UpdateTcb raises CPUSVN (a microcode update). Owner socket only."""
+
+    @_abc_1.abstractmethod
+    def SetOwnerEpoch(
+        self,
+        request: _platform_pb2.SetOwnerEpochRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.SetOwnerEpochResponse, _abc.Awaitable[_platform_pb2.SetOwnerEpochResponse]]:
+        """SetOwnerEpoch sets OWNEREPOCH; data sealed under the old value no longer opens."""
+
+    @_abc_1.abstractmethod
+    def SetLePubkeyHash(
+        self,
+        request: _platform_pb2.SetLePubkeyHashRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.SetLePubkeyHashResponse, _abc.Awaitable[_platform_pb2.SetLePubkeyHashResponse]]:
+        """SetLePubkeyHash writes IA32_SGXLEPUBKEYHASH0..3 (refused once locked)."""
+
+    @_abc_1.abstractmethod
+    def LockLeRegisters(
+        self,
+        request: _platform_pb2.LockLeRegistersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.LockLeRegistersResponse, _abc.Awaitable[_platform_pb2.LockLeRegistersResponse]]:
+        """LockLeRegisters locks IA32_SGXLEPUBKEYHASH until the next reset."""
+
+    @_abc_1.abstractmethod
+    def LatchLaunchPolicy(
+        self,
+        request: _platform_pb2.LatchLaunchPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.LatchLaunchPolicyResponse, _abc.Awaitable[_platform_pb2.LatchLaunchPolicyResponse]]:
+        """LatchLaunchPolicy writes the launch-policy digest into the write-once latch."""
 
 def add_PlatformServiceServicer_to_server(servicer: PlatformServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
