@@ -130,9 +130,7 @@ def test_serial_limits(pki: PcsPki) -> None:
 def test_bad_times(pki: PcsPki) -> None:
     key = derive_private_key(SEED, "x").public_key()
     with pytest.raises(PcsInputError):
-        pki.issue_pck(
-            PckCa.PROCESSOR, key, b"\x30\x00", serial=5, not_before=T0, not_after=T0
-        )
+        pki.issue_pck(PckCa.PROCESSOR, key, b"\x30\x00", serial=5, not_before=T0, not_after=T0)
     with pytest.raises(PcsInputError):
         pki.issue_pck(
             PckCa.PROCESSOR, key, b"\x30\x00", serial=5, not_before=T0.replace(tzinfo=None)
