@@ -107,6 +107,10 @@ class TcbUpdateError(PlatformError, ValueError):
     """A TCB update that would not raise CPUSVN (a downgrade or no change)."""
 
 
+class ReportVerificationError(PlatformError):
+    """A REPORT whose MAC does not verify under the verifying enclave's report key."""
+
+
 class SealingParameterError(PlatformError, ValueError):
     """Seal/unseal arguments the SDK rejects (SGX_ERROR_INVALID_PARAMETER)."""
 
