@@ -255,7 +255,7 @@ def sigstruct_report(sig: Sigstruct) -> dict[str, Any]:
     signature = _check(sig.verify_signature)
     q1 = _check(sig.verify_q1)
     q2 = _check(sig.verify_q2)
-    reasons = [r for r in (structure, signature, q1, q2) if r]
+    reasons = list(dict.fromkeys(r for r in (structure, signature, q1, q2) if r))
     debug_possible = bool(sig.attributes.flags & AttributeFlags.DEBUG) or not bool(
         sig.attribute_mask.flags & AttributeFlags.DEBUG
     )

@@ -278,9 +278,7 @@ def measure_stream(chunks: Iterable[bytes], *, pipelined: bool = False) -> Measu
     return Measurement(h.digest())
 
 
-def measure_pages(
-    ssa_frame_size: int, size: int, pages: Sequence[MeasurablePage]
-) -> Measurement:
+def measure_pages(ssa_frame_size: int, size: int, pages: Sequence[MeasurablePage]) -> Measurement:
     """MRENCLAVE of an enclave built by ECREATE and then ``pages`` in EADD order."""
     stream = iter_measurement_stream(ssa_frame_size, size, pages)
     return measure_stream(stream, pipelined=len(pages) >= PIPELINE_MIN_PAGES)

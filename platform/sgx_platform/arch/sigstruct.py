@@ -85,9 +85,12 @@ def bcd_date(year: int, month: int, day: int) -> int:
     return int(f"{year:04d}{month:02d}{day:02d}", 16)
 
 
-def pkcs1v15_sha256_encoding(message: bytes) -> bytes:
-    """EMSA-PKCS1-v1_5 encoding of SHA-256(message) for a 3072-bit modulus (384 bytes)."""
-    digest = hashlib.sha256(message).digest()
+def pkcs1v15_sha256_encoding(digest: bytes) -> bytes:
+    """EMSA-PKCS1-v1_5 encoding of a SHA-256 ``digest`` for a 3072-bit modulus (384 bytes).
+
+    The SDM's HARDCODED_PKCS1_5_PADDING is this encoding without the digest.
+    """
+    require_bytes(digest, 32, "SHA-256 digest")
     pad = MODULUS_SIZE - 3 - len(_SHA256_DIGEST_INFO) - len(digest)
     return b"\x00\x01" + b"\xff" * pad + b"\x00" + _SHA256_DIGEST_INFO + digest
 
@@ -270,30 +273,35 @@ class Sigstruct:
             )
         if self.exponent != SIGSTRUCT_EXPONENT:
             raise MalformedStructureError(f"SIGSTRUCT: EXPONENT is {self.exponent}, must be 3")
+        self._checked_modulus()
+
+    def _checked_modulus(self) -> int:
         n = self.modulus_int
         if n.bit_length() != MODULUS_BITS or n % 2 == 0:
             raise MalformedStructureError("SIGSTRUCT: MODULUS is not an odd 3072-bit integer")
+        return n
 
     def verify_signature(self) -> None:
         """RSASSA-PKCS1-v1_5 with SHA-256 and e=3 over :meth:`signed_data`."""
-        n = self.modulus_int
+        n = self._checked_modulus()
         s = self.signature_int
         if s >= n:
             raise SigstructSignatureError("signature", "SIGSTRUCT: SIGNATURE is not below MODULUS")
         em = pow(s, SIGSTRUCT_EXPONENT, n).to_bytes(MODULUS_SIZE, "big")
-        if not hmac.compare_digest(em, pkcs1v15_sha256_encoding(self.signed_data())):
+        expected = pkcs1v15_sha256_encoding(hashlib.sha256(self.signed_data()).digest())
+        if not hmac.compare_digest(em, expected):
             raise SigstructSignatureError(
                 "signature", "SIGSTRUCT: RSA signature does not verify over the signed fields"
             )
 
     def verify_q1(self) -> None:
-        q1, _ = compute_q1_q2(self.signature_int, self.modulus_int)
+        q1, _ = compute_q1_q2(self.signature_int, self._checked_modulus())
         if int.from_bytes(self.q1, "little") != q1:
             raise SigstructSignatureError("q1", "SIGSTRUCT: Q1 is not floor(s^2 / n)")
 
     def verify_q2(self) -> None:
         s = self.signature_int
-        n = self.modulus_int
+        n = self._checked_modulus()
         q1 = int.from_bytes(self.q1, "little")
         q2 = (s**3 - q1 * s * n) // n
         if int.from_bytes(self.q2, "little") != q2:
