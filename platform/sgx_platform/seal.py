@@ -11,8 +11,9 @@ Invariants:
   KEYID and the enclave's own ISVSVN, CPUSVN and CONFIGSVN (from its REPORT), then encrypts with
   AES-128-GCM under a 12-byte zero IV (safe: every seal has a fresh key) and the AAD as
   associated data. The KEYREQUEST travels in the blob.
-* Parameter rules follow ``sgx_seal_data_ex``: policy ⊆ {MRENCLAVE, MRSIGNER, NOISVPRODID}
-  (plus the KSS bits for a KSS enclave) with MRENCLAVE or MRSIGNER set; ATTRIBUTEMASK includes
+* Parameter rules follow ``sgx_seal_data_ex``: policy ⊆ {MRENCLAVE, MRSIGNER} plus, for a
+  KSS enclave only, NOISVPRODID/CONFIGID/ISVFAMILYID/ISVEXTPRODID (EGETKEY would #GP on
+  ``KEYPOLICY & 0x3C`` without KSS), with MRENCLAVE or MRSIGNER set; ATTRIBUTEMASK includes
   INIT and DEBUG; at least one byte to encrypt; sizes fit in 32 bits.
 * Unsealing re-derives the key from the stored KEYREQUEST (KEYNAME must be SEAL).
   SGX_INVALID_CPUSVN and SGX_INVALID_ISVSVN surface as :class:`EnclaveInstructionError` (the
@@ -71,7 +72,8 @@ _HEADER = struct.Struct(
 )
 assert _HEADER.size == HEADER_SIZE
 
-_BASE_POLICY = int(KeyPolicy.MRENCLAVE | KeyPolicy.MRSIGNER | KeyPolicy.NOISVPRODID)
+#: ``sgx_seal_data``'s extra policy for a KSS enclave (NOISVPRODID is not part of it).
+_SDK_KSS_DEFAULT = int(KeyPolicy.CONFIGID | KeyPolicy.ISVFAMILYID | KeyPolicy.ISVEXTPRODID)
 _IDENTITY_POLICY = int(KeyPolicy.MRENCLAVE | KeyPolicy.MRSIGNER)
 _MUST_MASK = int(AttributeFlags.INIT | AttributeFlags.DEBUG)
 
@@ -158,8 +160,8 @@ def seal_data(
     """
     identity = enclave.identity
     if policy is None:
-        policy = int(KeyPolicy.MRSIGNER) | (KEYPOLICY_KSS_BITS if identity.kss else 0)
-    allowed = _BASE_POLICY | (KEYPOLICY_KSS_BITS if identity.kss else 0)
+        policy = int(KeyPolicy.MRSIGNER) | (_SDK_KSS_DEFAULT if identity.kss else 0)
+    allowed = _IDENTITY_POLICY | (KEYPOLICY_KSS_BITS if identity.kss else 0)
     if policy & ~allowed or not policy & _IDENTITY_POLICY:
         raise SealingParameterError(
             f"key policy {policy:#x}: needs MRENCLAVE or MRSIGNER and only bits of {allowed:#x}"

@@ -450,7 +450,10 @@ def test_configsvn_above_enclave(name: KeyName) -> None:
     w.kr(configsvn=3).key(name)
 
 
-@pytest.mark.parametrize("bit", [KeyPolicy.CONFIGID, KeyPolicy.ISVFAMILYID, KeyPolicy.ISVEXTPRODID])
+@pytest.mark.parametrize(
+    "bit",
+    [KeyPolicy.NOISVPRODID, KeyPolicy.CONFIGID, KeyPolicy.ISVFAMILYID, KeyPolicy.ISVEXTPRODID],
+)
 def test_kss_policy_bits_need_kss(bit: KeyPolicy) -> None:
     w = _flags(base_world(int(KeyPolicy.MRSIGNER)), int(F.KSS)).kr(configsvn=0)
     w.key(KeyName.SEAL)
