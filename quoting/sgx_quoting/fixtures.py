@@ -12,7 +12,7 @@ certificate with chosen values, sign arbitrary TCB Info or QE Identity text, mak
 chosen dates and serials, assemble and sign a quote).
 
 Invariant: this module reads no file, no clock and no randomness; equal arguments give equal
-bytes.
+bytes. Only :func:`write_fixtures` (and ``python -m sgx_quoting.fixtures DIR``) writes files.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import json
+import os
+import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
@@ -42,9 +46,9 @@ from sgx_platform.arch.report import ReportBody
 from sgx_quoting.pcs import (
     PcsState,
     PlatformProfile,
+    PlatformTcb,
     ProvisioningCertificationService,
     QeIdentityPolicy,
-    Tcb,
     sgx_extension,
 )
 from sgx_quoting.pki import (
@@ -68,7 +72,9 @@ TCB_DATE = dt.datetime(2025, 3, 12, tzinfo=dt.UTC)
 FIXTURE_FMSPC = bytes.fromhex("00A0EE000000")
 FIXTURE_PCE_ID = bytes(2)
 #: The platform's TCB: CPUSVN (= the 16 SGX TCB components) and PCESVN.
-FIXTURE_TCB = Tcb(cpusvn=bytes([12, 12, 3, 3, 255, 255, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]), pcesvn=13)
+FIXTURE_TCB = PlatformTcb(
+    cpusvn=bytes([12, 12, 3, 3, 255, 255, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]), pcesvn=13
+)
 FIXTURE_QE_SVN = 8
 #: A non-debug, 64-bit ISV enclave (INIT | MODE64BIT, XFRM x87 | SSE).
 ISV_ATTRIBUTES = Attributes(int(AttributeFlags.INIT | AttributeFlags.MODE64BIT), 0x3)
@@ -76,6 +82,10 @@ ISV_ATTRIBUTES = Attributes(int(AttributeFlags.INIT | AttributeFlags.MODE64BIT),
 QE_ATTRIBUTES = Attributes(
     int(AttributeFlags.INIT | AttributeFlags.MODE64BIT | AttributeFlags.PROVISIONKEY), 0xE7
 )
+
+
+#: The QE authentication data Intel's QE3 writes: bytes 0, 1, ..., 31.
+QE_AUTH_DATA = bytes(range(32))
 
 
 def _derived(seed: bytes, label: str, size: int) -> bytes:
@@ -93,7 +103,7 @@ class Fixture:
     now: dt.datetime
     pki: PcsPki
     platform: PlatformProfile
-    tcb: Tcb
+    tcb: PlatformTcb
     qe_identity: QeIdentityPolicy
     qe_svn: int
     #: The PCK key of the platform at :attr:`tcb` (registered by :meth:`pcs`).
@@ -137,7 +147,7 @@ class Fixture:
         self,
         public_key: ec.EllipticCurvePublicKey | None = None,
         *,
-        tcb: Tcb | None = None,
+        tcb: PlatformTcb | None = None,
         fmspc: bytes | None = None,
         pce_id: bytes | None = None,
         ppid: bytes | None = None,
@@ -224,7 +234,7 @@ class Fixture:
             report_data=report_data,
         )
 
-    def qe_report(self, qe_auth_data: bytes = b"") -> ReportBody:
+    def qe_report(self, qe_auth_data: bytes = QE_AUTH_DATA) -> ReportBody:
         """The QE report body matching :attr:`qe_identity`, bound to the attestation key."""
         return ReportBody(
             cpusvn=self.tcb.cpusvn,
@@ -243,16 +253,18 @@ class Fixture:
         *,
         isv_report: ReportBody | None = None,
         qe_report: ReportBody | None = None,
-        qe_auth_data: bytes = b"",
+        qe_auth_data: bytes = QE_AUTH_DATA,
         certification_data: PckCertificationData | None = None,
         pck_key: ec.EllipticCurvePrivateKey | None = None,
         attestation_key: ec.EllipticCurvePrivateKey | None = None,
+        user_data: bytes | None = None,
     ) -> bytes:
         """An SGX quote v3 as Intel's QE3 writes it, signed by the fixture keys.
 
         The default certification data is type 5 with the PCK chain (leaf, CA, root, then a
         NUL) of :meth:`pcs`; the QE report is signed by ``pck_key`` and the quote by
         ``attestation_key`` whatever the reports say, so a vector can break one thing only.
+        The header's user data defaults to 16 bytes of "QE ID" and 4 zero bytes, as QE3's.
         """
         att = attestation_key if attestation_key is not None else self.attestation_key
         pck = pck_key if pck_key is not None else self.pck_key
@@ -264,7 +276,11 @@ class Fixture:
         header = QuoteHeader.for_v3(
             qe_svn=self.qe_svn,
             pce_svn=self.tcb.pcesvn,
-            user_data=_derived(self.seed, "qe-user-data", 16) + bytes(4),
+            user_data=(
+                user_data
+                if user_data is not None
+                else _derived(self.seed, "qe-user-data", 16) + bytes(4)
+            ),
         )
         quote = build_quote_v3(
             header=header,
@@ -298,3 +314,113 @@ def fixture(seed: bytes = FIXTURE_SEED, now: dt.datetime = FIXTURE_NOW) -> Fixtu
         pck_key=derive_private_key(seed, "platform-pck"),
         attestation_key=derive_private_key(seed, "attestation-key"),
     )
+
+
+def _json(document: object) -> bytes:
+    return (json.dumps(document, indent=2) + "\n").encode("utf-8")
+
+
+def _time(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fixture_files(f: Fixture | None = None) -> dict[str, bytes]:
+    """The committed fixture set (``tests/fixtures/pcs/``) as file name -> bytes.
+
+    * ``root_ca.der``, ``pck_platform_ca.der``, ``pck_processor_ca.der``, ``tcb_signing.der``;
+    * ``pck_cert_chain.pem``: the platform's PCK certificate, its CA and the root;
+    * ``root_ca_crl.der``, ``pck_processor_crl.der``, ``pck_platform_crl.der`` (nothing revoked);
+    * ``tcb_info.json``, ``qe_identity.json``: Intel PCS response bodies (signed text + r||s);
+    * ``quote.bin``: an SGX quote v3 of the platform (:meth:`Fixture.quote`);
+    * ``collateral.json`` (UpToDate), ``collateral_tcb_recovery.json`` (OutOfDate with
+      SGXEMU-SA-00001) and ``collateral_revoked.json`` (the PCK certificate revoked): dcap-qvl
+      QuoteCollateralV3 for ``quote.bin``, indented as in dcap-qvl's samples;
+    * ``manifest.json``: the parameters, the expected verdicts and the SHA-256 of each file.
+    """
+    f = fixture() if f is None else f
+    pcs = f.pcs()
+    quote = f.quote()
+    chain = pcs.select_pck(f.tcb, pce_id=f.platform.pce_id)
+    tcb_info = pcs.tcb_info()
+    qe_identity = pcs.qe_identity()
+    files: dict[str, bytes] = {
+        "root_ca.der": f.pki.root.der,
+        "pck_platform_ca.der": f.pki.platform_ca.der,
+        "pck_processor_ca.der": f.pki.processor_ca.der,
+        "tcb_signing.der": f.pki.tcb_signing.der,
+        "pck_cert_chain.pem": chain.pem(),
+        "root_ca_crl.der": pcs.root_ca_crl(),
+        "pck_processor_crl.der": pcs.pck_crl(PckCa.PROCESSOR),
+        "pck_platform_crl.der": pcs.pck_crl(PckCa.PLATFORM),
+        "tcb_info.json": tcb_info.to_response_body().encode("utf-8"),
+        "qe_identity.json": qe_identity.to_response_body().encode("utf-8"),
+        "quote.bin": quote,
+    }
+    collateral = pcs.collateral_for_quote(quote)
+    files["collateral.json"] = collateral.to_json(indent=2, trailing_newline=True).encode()
+    recovered = f.pcs()
+    recovery = recovered.tcb_recovery()
+    files["collateral_tcb_recovery.json"] = (
+        recovered.collateral_for_quote(quote).to_json(indent=2, trailing_newline=True).encode()
+    )
+    revoked = f.pcs()
+    revoked.revoke_pck()
+    files["collateral_revoked.json"] = (
+        revoked.collateral_for_quote(quote).to_json(indent=2, trailing_newline=True).encode()
+    )
+    next_update = tcb_info.tcb_info.next_update
+    manifest = {
+        "description": "sgxemu emulated PCS fixtures; regenerate with "
+        "`python -m sgx_quoting.fixtures tests/fixtures/pcs`",
+        "seed": f.seed.decode("ascii", "backslashreplace"),
+        "pki_not_before": _time(PKI_NOT_BEFORE),
+        "issued_at": _time(f.now),
+        "valid_until": _time(next_update - dt.timedelta(seconds=1)),
+        "suggested_now": int(f.now.timestamp()),
+        "fmspc": f.platform.fmspc.hex().upper(),
+        "pce_id": f.platform.pce_id.hex().upper(),
+        "ppid": f.platform.ppid.hex(),
+        "pck_ca": f.platform.ca.value,
+        "cpusvn": f.tcb.cpusvn.hex(),
+        "pcesvn": f.tcb.pcesvn,
+        "qe_svn": f.qe_svn,
+        "qe_mrsigner": f.qe_identity.mrsigner.hex().upper(),
+        "pck_serial": format(chain.leaf.serial_number, "X"),
+        "expected": {
+            "collateral.json": {"tcb_status": "UpToDate", "advisory_ids": []},
+            "collateral_tcb_recovery.json": {
+                "tcb_status": "OutOfDate",
+                "advisory_ids": [recovery.advisory_id],
+            },
+            "collateral_revoked.json": {"error": "the PCK certificate is revoked"},
+        },
+        "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
+    }
+    files["manifest.json"] = _json(manifest)
+    return files
+
+
+def write_fixtures(directory: str | os.PathLike[str]) -> list[Path]:
+    """Write :func:`fixture_files` into ``directory`` (created if needed)."""
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in fixture_files().items():
+        (target / name).write_bytes(data)
+        written.append(target / name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sgx_quoting.fixtures DIRECTORY``: regenerate the committed fixtures."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m sgx_quoting.fixtures DIRECTORY\n")
+        return 64
+    for path in write_fixtures(args[0]):
+        sys.stdout.write(f"{path}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

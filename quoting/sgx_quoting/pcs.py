@@ -28,13 +28,43 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sgx_platform.arch.dcap.pck import PckTcb, PlatformConfiguration, SgxExtension, SgxType
+from sgx_platform.arch.dcap.collateral import QuoteCollateralV3
+from sgx_platform.arch.dcap.pck import (
+    PckTcb,
+    PlatformConfiguration,
+    SgxExtension,
+    SgxType,
+    sgx_extension_from_certificate,
+)
+from sgx_platform.arch.dcap.qe_identity import (
+    ENCLAVE_IDENTITY_VERSION,
+    EnclaveIdentity,
+    EnclaveIdentityId,
+    SignedEnclaveIdentity,
+)
+from sgx_platform.arch.dcap.quote import (
+    CertificationDataType,
+    PckCertChainCertificationData,
+    PpidCertificationData,
+    parse_quote,
+)
+from sgx_platform.arch.dcap.signed_json import HexBytes
+from sgx_platform.arch.dcap.tcb_info import (
+    EnclaveTcbLevel,
+    SignedTcbInfo,
+    TcbComponent,
+    TcbInfo,
+    TcbInfoId,
+    TcbLevel,
+    TcbStatus,
+)
+from sgx_platform.arch.dcap.tcb_info import Tcb as LevelTcb
+from sgx_platform.arch.errors import MalformedStructureError
 from sgx_quoting.errors import PcsInputError, UnknownPlatformError
 from sgx_quoting.pki import (
     PckCa,
@@ -63,27 +93,16 @@ def system_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class TcbStatus(StrEnum):
-    """TCB statuses as Intel's JSON spells them."""
-
-    UP_TO_DATE = "UpToDate"
-    SW_HARDENING_NEEDED = "SWHardeningNeeded"
-    CONFIGURATION_NEEDED = "ConfigurationNeeded"
-    CONFIGURATION_AND_SW_HARDENING_NEEDED = "ConfigurationAndSWHardeningNeeded"
-    OUT_OF_DATE = "OutOfDate"
-    OUT_OF_DATE_CONFIGURATION_NEEDED = "OutOfDateConfigurationNeeded"
-    REVOKED = "Revoked"
-
-    def superseded(self) -> TcbStatus:
-        """The status a level gets when a newer TCB level replaces it (a TCB recovery)."""
-        if self in (TcbStatus.UP_TO_DATE, TcbStatus.SW_HARDENING_NEEDED):
-            return TcbStatus.OUT_OF_DATE
-        if self in (
-            TcbStatus.CONFIGURATION_NEEDED,
-            TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED,
-        ):
-            return TcbStatus.OUT_OF_DATE_CONFIGURATION_NEEDED
-        return self
+def superseded(status: TcbStatus) -> TcbStatus:
+    """The status a level gets when a newer TCB level replaces it (a TCB recovery)."""
+    if status in (TcbStatus.UP_TO_DATE, TcbStatus.SW_HARDENING_NEEDED):
+        return TcbStatus.OUT_OF_DATE
+    if status in (
+        TcbStatus.CONFIGURATION_NEEDED,
+        TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED,
+    ):
+        return TcbStatus.OUT_OF_DATE_CONFIGURATION_NEEDED
+    return status
 
 
 def _require(value: object, size: int, what: str) -> bytes:
@@ -98,9 +117,9 @@ def _require_svn(value: object, bits: int, what: str) -> int:
     return value
 
 
-@dataclass(frozen=True, order=True)
-class Tcb:
-    """A platform TCB: the 16 CPUSVN bytes (the SGX TCB components) and the PCESVN."""
+@dataclass(frozen=True)
+class PlatformTcb:
+    """A platform's raw TCB: the 16 CPUSVN bytes (its SGX TCB components) and the PCESVN."""
 
     cpusvn: bytes
     pcesvn: int
@@ -113,34 +132,28 @@ class Tcb:
     def components(self) -> tuple[int, ...]:
         return tuple(self.cpusvn)
 
-    def reaches(self, level: Tcb) -> bool:
-        """Whether this TCB is at least ``level`` in every component and in PCESVN."""
-        return self.pcesvn >= level.pcesvn and all(
-            a >= b for a, b in zip(self.cpusvn, level.cpusvn, strict=True)
+    def reaches(self, other: PlatformTcb) -> bool:
+        """Whether this TCB is at least ``other`` in every component and in PCESVN."""
+        return self.pcesvn >= other.pcesvn and all(
+            a >= b for a, b in zip(self.cpusvn, other.cpusvn, strict=True)
         )
 
+    def reaches_level(self, level: TcbLevel) -> bool:
+        """Whether this TCB reaches a TCB Info level (Intel's matching rule)."""
+        return self.pcesvn >= level.tcb.pcesvn and all(
+            a >= b for a, b in zip(self.cpusvn, level.tcb.sgx_svns, strict=True)
+        )
 
-@dataclass(frozen=True)
-class TcbLevel:
-    """One TCB level of the platform's TCB Info."""
+    def level_tcb(self) -> LevelTcb:
+        """This TCB as a TCB Info level's ``tcb``."""
+        return LevelTcb(tuple(TcbComponent(svn) for svn in self.cpusvn), self.pcesvn)
 
-    tcb: Tcb
-    tcb_date: dt.datetime
-    status: TcbStatus
-    advisory_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class QeTcbLevel:
-    """One TCB level of the QE Identity (by the QE's ISVSVN)."""
-
-    isvsvn: int
-    tcb_date: dt.datetime
-    status: TcbStatus
-    advisory_ids: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _require_svn(self.isvsvn, 16, "QE ISVSVN")
+    @classmethod
+    def of_level(cls, level: TcbLevel) -> PlatformTcb:
+        svns = level.tcb.sgx_svns
+        if any(svn > 0xFF for svn in svns):
+            raise PcsInputError("an SGX TCB component SVN must fit a byte")
+        return cls(bytes(svns), level.tcb.pcesvn)
 
 
 @dataclass(frozen=True)
@@ -203,7 +216,7 @@ class PckRecord:
     certificate_der: bytes
     ppid: bytes
     pce_id: bytes
-    tcb: Tcb
+    tcb: PlatformTcb
     ca: PckCa
     revoked_at: dt.datetime | None = None
 
@@ -242,7 +255,7 @@ class PcsState:
     platform: PlatformProfile
     tcb_levels: tuple[TcbLevel, ...]
     qe_identity: QeIdentityPolicy
-    qe_tcb_levels: tuple[QeTcbLevel, ...]
+    qe_tcb_levels: tuple[EnclaveTcbLevel, ...]
     tcb_evaluation_data_number: int
     pck_certificates: tuple[PckRecord, ...] = ()
     pck_crl_number: int = 1
@@ -262,7 +275,7 @@ class PcsState:
         platform: PlatformProfile,
         qe_identity: QeIdentityPolicy,
         *,
-        baseline: Tcb,
+        baseline: PlatformTcb,
         qe_isvsvn: int,
         tcb_date: dt.datetime,
         tcb_evaluation_data_number: int = 1,
@@ -272,15 +285,15 @@ class PcsState:
         date = _tcb_date(tcb_date)
         return cls(
             platform=platform,
-            tcb_levels=(TcbLevel(baseline, date, TcbStatus.UP_TO_DATE),),
+            tcb_levels=(TcbLevel(baseline.level_tcb(), date, TcbStatus.UP_TO_DATE),),
             qe_identity=qe_identity,
-            qe_tcb_levels=(QeTcbLevel(qe_isvsvn, date, TcbStatus.UP_TO_DATE),),
+            qe_tcb_levels=(EnclaveTcbLevel(qe_isvsvn, date, TcbStatus.UP_TO_DATE),),
             tcb_evaluation_data_number=tcb_evaluation_data_number,
         )
 
-    def status_of(self, tcb: Tcb) -> TcbLevel | None:
+    def status_of(self, tcb: PlatformTcb) -> TcbLevel | None:
         """The first TCB level ``tcb`` reaches, or None (Intel's "no matching level")."""
-        return next((level for level in self.tcb_levels if tcb.reaches(level.tcb)), None)
+        return next((level for level in self.tcb_levels if tcb.reaches_level(level)), None)
 
 
 def _tcb_date(when: dt.datetime) -> dt.datetime:
@@ -377,7 +390,7 @@ class ProvisioningCertificationService:
     def register_pck(
         self,
         public_key: bytes,
-        tcb: Tcb,
+        tcb: PlatformTcb,
         *,
         pce_id: bytes,
         ppid: bytes | None = None,
@@ -446,7 +459,9 @@ class ProvisioningCertificationService:
             revoked=record.revoked_at is not None,
         )
 
-    def select_pck(self, raw_tcb: Tcb, *, pce_id: bytes, ppid: bytes | None = None) -> PckCertChain:
+    def select_pck(
+        self, raw_tcb: PlatformTcb, *, pce_id: bytes, ppid: bytes | None = None
+    ) -> PckCertChain:
         """The PCK certificate for a platform at ``raw_tcb``: the one registered for the highest
         TCB that ``raw_tcb`` reaches (PCESVN first, then the components), the latest issued
         among equals."""
@@ -515,7 +530,7 @@ class ProvisioningCertificationService:
         if component is not None and not 0 <= component < CPUSVN_SIZE:
             raise PcsInputError(f"CPUSVN component must be in 0..{CPUSVN_SIZE - 1}")
         state = self._state
-        known = [level.tcb for level in state.tcb_levels] + [
+        known = [PlatformTcb.of_level(level) for level in state.tcb_levels] + [
             record.tcb for record in state.pck_certificates
         ]
         svns = [max(t.cpusvn[i] for t in known) for i in range(CPUSVN_SIZE)]
@@ -533,13 +548,15 @@ class ProvisioningCertificationService:
         if not advisory or not advisory.isprintable() or '"' in advisory or "\\" in advisory:
             raise PcsInputError("an advisory ID must be printable, without quotes or backslashes")
         now = self.now()
-        new_level = TcbLevel(Tcb(bytes(svns), pcesvn), _tcb_date(now), TcbStatus.UP_TO_DATE)
+        new_level = TcbLevel(
+            PlatformTcb(bytes(svns), pcesvn).level_tcb(), _tcb_date(now), TcbStatus.UP_TO_DATE
+        )
         older = tuple(
             level
-            if level.status is TcbStatus.REVOKED
+            if level.tcb_status is TcbStatus.REVOKED
             else replace(
                 level,
-                status=level.status.superseded(),
+                tcb_status=superseded(level.tcb_status),
                 advisory_ids=_with_advisory(level.advisory_ids, advisory),
             )
             for level in state.tcb_levels
@@ -552,7 +569,7 @@ class ProvisioningCertificationService:
         )
         return TcbRecovery(advisory, new_level, self._state.tcb_evaluation_data_number)
 
-    def platform_status(self, tcb: Tcb) -> TcbLevel:
+    def platform_status(self, tcb: PlatformTcb) -> TcbLevel:
         """The TCB level a platform at ``tcb`` matches; raises when it matches none."""
         level = self._state.status_of(tcb)
         if level is None:
@@ -584,12 +601,129 @@ class ProvisioningCertificationService:
             revoked=self.revocations(ca),
         )
 
+    # -- signed collateral -------------------------------------------------------------------
+
+    def _require_fmspc(self, fmspc: bytes | None) -> bytes:
+        platform = self._state.platform
+        if fmspc is None:
+            return platform.fmspc
+        _require(fmspc, FMSPC_SIZE, "FMSPC")
+        if fmspc != platform.fmspc:
+            raise UnknownPlatformError(
+                f"no TCB Info for FMSPC {fmspc.hex().upper()}; this PCS serves "
+                f"{platform.fmspc.hex().upper()}"
+            )
+        return fmspc
+
+    def tcb_info(self, fmspc: bytes | None = None) -> SignedTcbInfo:
+        """The signed SGX TCB Info v3 for ``fmspc`` (default: the platform's), issued now."""
+        fmspc = self._require_fmspc(fmspc)
+        now = self.now()
+        state = self._state
+        info = TcbInfo(
+            id=TcbInfoId.SGX,
+            version=3,
+            issue_date=now,
+            next_update=now + COLLATERAL_LIFETIME,
+            fmspc=HexBytes(fmspc),
+            pce_id=HexBytes(state.platform.pce_id),
+            tcb_type=0,
+            tcb_evaluation_data_number=state.tcb_evaluation_data_number,
+            tcb_levels=state.tcb_levels,
+        )
+        text = info.to_json()
+        return SignedTcbInfo(text, self._pki.sign_collateral(text))
+
+    def qe_identity(self) -> SignedEnclaveIdentity:
+        """The signed QE Identity v2 (id "QE"), issued now."""
+        now = self.now()
+        state = self._state
+        qe = state.qe_identity
+        identity = EnclaveIdentity(
+            id=EnclaveIdentityId.QE,
+            version=ENCLAVE_IDENTITY_VERSION,
+            issue_date=now,
+            next_update=now + COLLATERAL_LIFETIME,
+            tcb_evaluation_data_number=state.tcb_evaluation_data_number,
+            miscselect=HexBytes(qe.miscselect),
+            miscselect_mask=HexBytes(qe.miscselect_mask),
+            attributes=HexBytes(qe.attributes),
+            attributes_mask=HexBytes(qe.attributes_mask),
+            mrsigner=HexBytes(qe.mrsigner),
+            isvprodid=qe.isvprodid,
+            tcb_levels=state.qe_tcb_levels,
+        )
+        text = identity.to_json()
+        return SignedEnclaveIdentity(text, self._pki.sign_collateral(text))
+
+    def collateral(
+        self,
+        fmspc: bytes | None = None,
+        ca: PckCa | None = None,
+        *,
+        pck_certificate_chain: str | None = None,
+    ) -> QuoteCollateralV3:
+        """Everything a verifier needs for a quote of this platform (dcap-qvl's layout).
+
+        ``ca`` defaults to the platform's PCK CA; ``pck_certificate_chain`` is added for
+        quotes that do not carry their PCK certificate.
+        """
+        fmspc = self._require_fmspc(fmspc)
+        ca = self._state.platform.ca if ca is None else ca
+        tcb_info = self.tcb_info(fmspc)
+        qe_identity = self.qe_identity()
+        return QuoteCollateralV3(
+            pck_crl_issuer_chain=self._pki.pck_issuer_chain_pem(ca),
+            root_ca_crl=self.root_ca_crl(),
+            pck_crl=self.pck_crl(ca),
+            tcb_info_issuer_chain=self._pki.tcb_issuer_chain_pem(),
+            tcb_info=tcb_info.body_text,
+            tcb_info_signature=tcb_info.signature,
+            qe_identity_issuer_chain=self._pki.tcb_issuer_chain_pem(),
+            qe_identity=qe_identity.body_text,
+            qe_identity_signature=qe_identity.signature,
+            pck_certificate_chain=pck_certificate_chain,
+        )
+
+    def collateral_for_quote(self, quote: bytes) -> QuoteCollateralV3:
+        """The collateral for a DCAP quote (the PCCS role).
+
+        With certification data type 5 the FMSPC and CA come from the quote's PCK certificate;
+        with types 1-3 (PPID, CPUSVN, PCESVN, PCE-ID) the PCS selects the PCK certificate for
+        that TCB and adds its chain as ``pck_certificate_chain``.
+        """
+        try:
+            parsed = parse_quote(quote, allow_trailing_zero_padding=True)
+            data = parsed.certification_data
+            if isinstance(data, PckCertChainCertificationData):
+                leaf = data.ordered_chain()[0]
+                extension = sgx_extension_from_certificate(leaf)
+                return self.collateral(extension.fmspc, PckCa.of_issuer(leaf.issuer))
+        except MalformedStructureError as e:
+            raise PcsInputError(f"unusable quote: {e}") from e
+        if isinstance(data, PpidCertificationData) and data.pce_id is not None:
+            # Types 2 and 3 carry an encrypted PPID this PCS cannot read: use its platform's.
+            ppid = data.ppid if data.cert_type is CertificationDataType.PPID_CLEARTEXT else None
+            chain = self.select_pck(
+                PlatformTcb(data.cpusvn, data.pcesvn), pce_id=data.pce_id, ppid=ppid
+            )
+            extension = sgx_extension_from_certificate(chain.leaf)
+            return self.collateral(
+                extension.fmspc,
+                PckCa.of_issuer(chain.leaf.issuer),
+                pck_certificate_chain=chain.pem().decode("ascii"),
+            )
+        raise PcsInputError(
+            f"a quote with certification data type {int(data.cert_type)} names no PCK "
+            "certificate this PCS can find"
+        )
+
 
 def _with_advisory(ids: Sequence[str], advisory: str) -> tuple[str, ...]:
     return tuple(ids) if advisory in ids else (*ids, advisory)
 
 
-def sgx_extension(platform: PlatformProfile, tcb: Tcb) -> SgxExtension:
+def sgx_extension(platform: PlatformProfile, tcb: PlatformTcb) -> SgxExtension:
     """The SGX extension of ``platform``'s PCK certificate for ``tcb`` (its TCB components are
     the CPUSVN bytes, as in Intel's certificates)."""
     return SgxExtension(

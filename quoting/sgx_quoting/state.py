@@ -16,7 +16,9 @@ Invariants:
   operation changed it;
 * loading is strict: a missing file, an unknown or missing key in ``pcs.json``, a wrong format
   version, or a key that does not match its certificate raises :class:`PcsStateError`;
-* nothing here decides anything: the domain is :mod:`sgx_quoting.pcs`.
+* nothing here decides anything: the domain is :mod:`sgx_quoting.pcs`. A store reads the keys
+  once per instance (they never change after :meth:`PcsStore.create`) and the state at every
+  session.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgx_platform.arch.dcap.pck import PlatformConfiguration, SgxType
+from sgx_platform.arch.dcap.tcb_info import EnclaveTcbLevel, TcbLevel, TcbStatus
 from sgx_platform.arch.errors import SgxError
 from sgx_quoting.errors import PcsStateError
 from sgx_quoting.pcs import (
@@ -44,12 +47,9 @@ from sgx_quoting.pcs import (
     PckRecord,
     PcsState,
     PlatformProfile,
+    PlatformTcb,
     ProvisioningCertificationService,
     QeIdentityPolicy,
-    QeTcbLevel,
-    Tcb,
-    TcbLevel,
-    TcbStatus,
     system_now,
 )
 from sgx_quoting.pki import CertifiedKey, PckCa, PcsPki
@@ -146,20 +146,21 @@ def _strs(value: object, what: str) -> tuple[str, ...]:
 
 
 def _level_to_json(level: TcbLevel) -> dict[str, Any]:
+    tcb = PlatformTcb.of_level(level)
     return {
-        "cpusvn": level.tcb.cpusvn.hex(),
-        "pcesvn": level.tcb.pcesvn,
+        "cpusvn": tcb.cpusvn.hex(),
+        "pcesvn": tcb.pcesvn,
         "tcb_date": _time(level.tcb_date),
-        "status": level.status.value,
+        "status": level.tcb_status.value,
         "advisory_ids": list(level.advisory_ids),
     }
 
 
-def _qe_level_to_json(level: QeTcbLevel) -> dict[str, Any]:
+def _qe_level_to_json(level: EnclaveTcbLevel) -> dict[str, Any]:
     return {
         "isvsvn": level.isvsvn,
         "tcb_date": _time(level.tcb_date),
-        "status": level.status.value,
+        "status": level.tcb_status.value,
         "advisory_ids": list(level.advisory_ids),
     }
 
@@ -315,7 +316,7 @@ def _decode_state(top: Mapping[str, Any]) -> PcsState:
         f = _fields(raw, ("cpusvn", "pcesvn", "tcb_date", "status", "advisory_ids"), "tcb level")
         levels.append(
             TcbLevel(
-                Tcb(_hex(f["cpusvn"], "cpusvn"), _int(f["pcesvn"], "pcesvn")),
+                PlatformTcb(_hex(f["cpusvn"], "cpusvn"), _int(f["pcesvn"], "pcesvn")).level_tcb(),
                 _parse_time(f["tcb_date"], "tcb_date"),
                 _status(f["status"], "tcb level"),
                 _strs(f["advisory_ids"], "advisory_ids"),
@@ -325,7 +326,7 @@ def _decode_state(top: Mapping[str, Any]) -> PcsState:
     for raw in top["qe_tcb_levels"]:
         f = _fields(raw, ("isvsvn", "tcb_date", "status", "advisory_ids"), "QE tcb level")
         qe_levels.append(
-            QeTcbLevel(
+            EnclaveTcbLevel(
                 _int(f["isvsvn"], "isvsvn"),
                 _parse_time(f["tcb_date"], "tcb_date"),
                 _status(f["status"], "QE tcb level"),
@@ -372,7 +373,7 @@ def _decode_state(top: Mapping[str, Any]) -> PcsState:
                 certificate_der=der,
                 ppid=_hex(f["ppid"], "ppid"),
                 pce_id=_hex(f["pce_id"], "pce_id"),
-                tcb=Tcb(_hex(f["cpusvn"], "cpusvn"), _int(f["pcesvn"], "pcesvn")),
+                tcb=PlatformTcb(_hex(f["cpusvn"], "cpusvn"), _int(f["pcesvn"], "pcesvn")),
                 ca=_ca(f["ca"], "PCK certificate ca"),
                 revoked_at=None if revoked is None else _parse_time(revoked, "revoked_at"),
             )
@@ -405,6 +406,7 @@ class PcsStore:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
+        self._pki: PcsPki | None = None
 
     def _path(self, name: str) -> Path:
         return self.directory / name
@@ -484,7 +486,9 @@ class PcsStore:
         if not self.exists():
             raise PcsStateError(f"no PCS in {self.directory}; run `sgxemu init` to create one")
         with self._locked():
-            pki = self.load_pki()
+            if self._pki is None:  # the keys never change after create(): read them once
+                self._pki = self.load_pki()
+            pki = self._pki
             state = self.load_state()
             service = ProvisioningCertificationService(pki, state, system_clock=system_clock)
             yield service

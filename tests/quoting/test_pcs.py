@@ -9,14 +9,15 @@ from cryptography import x509
 
 from sgx_platform.arch.dcap.ecdsa import public_key_to_raw
 from sgx_platform.arch.dcap.pck import sgx_extension_from_certificate
+from sgx_platform.arch.dcap.tcb_info import TcbStatus
 from sgx_quoting.errors import PcsInputError, UnknownPlatformError
 from sgx_quoting.fixtures import fixture
 from sgx_quoting.pcs import (
     ClockSetting,
     PlatformProfile,
-    Tcb,
-    TcbStatus,
+    PlatformTcb,
     load_pck_public_key,
+    superseded,
 )
 from sgx_quoting.pki import PckCa, derive_private_key
 
@@ -25,9 +26,9 @@ def _key(label: str) -> bytes:
     return public_key_to_raw(derive_private_key(b"test-pcs-keys-seed", label).public_key())
 
 
-def _tcb(first: int, pcesvn: int = 13) -> Tcb:
+def _tcb(first: int, pcesvn: int = 13) -> PlatformTcb:
     base = fixture().tcb
-    return Tcb(bytes([first]) + base.cpusvn[1:], pcesvn)
+    return PlatformTcb(bytes([first]) + base.cpusvn[1:], pcesvn)
 
 
 def test_registration_issues_a_certificate_per_tcb() -> None:
@@ -71,9 +72,9 @@ def test_registration_rejects_bad_input() -> None:
     with pytest.raises(PcsInputError):
         pcs.register_pck(_key("a"), f.tcb, pce_id=bytes(2), ppid=bytes(15))
     with pytest.raises(PcsInputError):
-        Tcb(bytes(15), 0)
+        PlatformTcb(bytes(15), 0)
     with pytest.raises(PcsInputError):
-        Tcb(bytes(16), 1 << 16)
+        PlatformTcb(bytes(16), 1 << 16)
     with pytest.raises(PcsInputError):
         PlatformProfile(fmspc=bytes(5), ppid=bytes(16))
     assert pcs.state.pck_certificates == ()
@@ -139,23 +140,24 @@ def test_revocation_goes_on_the_crl_and_sticks() -> None:
 def test_tcb_recovery_supersedes_the_current_level() -> None:
     f = fixture()
     pcs = f.pcs()
-    assert pcs.platform_status(f.tcb).status is TcbStatus.UP_TO_DATE
+    assert pcs.platform_status(f.tcb).tcb_status is TcbStatus.UP_TO_DATE
     number = pcs.state.tcb_evaluation_data_number
     recovery = pcs.tcb_recovery()
     assert recovery.advisory_id == "SGXEMU-SA-00001"
     assert recovery.tcb_evaluation_data_number == number + 1
-    assert recovery.new_level.tcb.cpusvn[0] == f.tcb.cpusvn[0] + 1
-    assert recovery.new_level.tcb.cpusvn[1:] == f.tcb.cpusvn[1:]
+    new_tcb = PlatformTcb.of_level(recovery.new_level)
+    assert new_tcb.cpusvn[0] == f.tcb.cpusvn[0] + 1
+    assert new_tcb.cpusvn[1:] == f.tcb.cpusvn[1:]
     level = pcs.platform_status(f.tcb)
-    assert level.status is TcbStatus.OUT_OF_DATE
+    assert level.tcb_status is TcbStatus.OUT_OF_DATE
     assert level.advisory_ids == ("SGXEMU-SA-00001",)
-    updated = Tcb(recovery.new_level.tcb.cpusvn, f.tcb.pcesvn)
-    assert pcs.platform_status(updated).status is TcbStatus.UP_TO_DATE
+    updated = PlatformTcb(new_tcb.cpusvn, f.tcb.pcesvn)
+    assert pcs.platform_status(updated).tcb_status is TcbStatus.UP_TO_DATE
     second = pcs.tcb_recovery(advisory_id="INTEL-SA-99999", component=None, raise_pcesvn=True)
     assert second.new_level.tcb.pcesvn == f.tcb.pcesvn + 1
     assert pcs.platform_status(updated).advisory_ids == ("INTEL-SA-99999",)
     assert pcs.platform_status(f.tcb).advisory_ids == ("SGXEMU-SA-00001", "INTEL-SA-99999")
-    assert [lvl.status for lvl in pcs.state.tcb_levels] == [
+    assert [lvl.tcb_status for lvl in pcs.state.tcb_levels] == [
         TcbStatus.UP_TO_DATE,
         TcbStatus.OUT_OF_DATE,
         TcbStatus.OUT_OF_DATE,
@@ -177,13 +179,13 @@ def test_tcb_recovery_rejects_bad_arguments() -> None:
 
 
 def test_status_superseded_mapping() -> None:
-    assert TcbStatus.SW_HARDENING_NEEDED.superseded() is TcbStatus.OUT_OF_DATE
-    assert TcbStatus.CONFIGURATION_NEEDED.superseded() is TcbStatus.OUT_OF_DATE_CONFIGURATION_NEEDED
+    assert superseded(TcbStatus.SW_HARDENING_NEEDED) is TcbStatus.OUT_OF_DATE
+    assert superseded(TcbStatus.CONFIGURATION_NEEDED) is TcbStatus.OUT_OF_DATE_CONFIGURATION_NEEDED
     assert (
-        TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED.superseded()
+        superseded(TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED)
         is TcbStatus.OUT_OF_DATE_CONFIGURATION_NEEDED
     )
-    assert TcbStatus.REVOKED.superseded() is TcbStatus.REVOKED
+    assert superseded(TcbStatus.REVOKED) is TcbStatus.REVOKED
 
 
 def test_clock_offset_and_freeze() -> None:
