@@ -190,8 +190,9 @@ def test_tampered_signature_q1_q2_fail_their_own_check(signed: Sigstruct) -> Non
         assert isinstance(err.value, SignatureError)
         messages.add(str(err.value))
     assert len(messages) == 3
-    # q1 and q2 are checked separately: a bad q1 does not make q2 fail (q2 uses the stored q1).
+    # Q1 and Q2 are judged separately: a bad Q1 does not make Q2 fail, nor the other way.
     cases["q2"].verify_q1()
+    cases["q1"].verify_q2()
     cases["q1"].verify_signature()
 
 

@@ -300,10 +300,8 @@ class Sigstruct:
             raise SigstructSignatureError("q1", "SIGSTRUCT: Q1 is not floor(s^2 / n)")
 
     def verify_q2(self) -> None:
-        s = self.signature_int
-        n = self._checked_modulus()
-        q1 = int.from_bytes(self.q1, "little")
-        q2 = (s**3 - q1 * s * n) // n
+        """Q2 against the correct Q1 (not the stored one), so Q1 and Q2 are judged separately."""
+        _, q2 = compute_q1_q2(self.signature_int, self._checked_modulus())
         if int.from_bytes(self.q2, "little") != q2:
             raise SigstructSignatureError("q2", "SIGSTRUCT: Q2 is not floor((s^3 - q1*s*n) / n)")
 
