@@ -26,7 +26,6 @@ records (with data), skipping UNMEASRD ones — equal to :func:`~.image.measure`
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
 
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_platform.arch.image import EnclaveImage, ImagePage, enclave_size_for, measure
@@ -60,9 +59,15 @@ assert _PAGE_RECORDS.size == CHUNKS_PER_PAGE * (RECORD_SIZE + CHUNK_SIZE)
 _ALL_CHUNKS = (1 << CHUNKS_PER_PAGE) - 1
 
 
-@lru_cache(maxsize=4096)
-def _measured_headers(offset: int) -> tuple[bytes, ...]:
-    return tuple(_CHUNK_HEADER.pack(TAG_EEXTEND, offset + c * CHUNK_SIZE) for c in range(16))
+_PAGE_HEADERS = struct.Struct("<" + "QQ48x" * CHUNKS_PER_PAGE)
+
+
+def _measured_headers(offset: int) -> bytes:
+    """The 16 EEXTEND headers of the page at ``offset``, concatenated."""
+    args: list[int] = []
+    for c in range(CHUNKS_PER_PAGE):
+        args += (TAG_EEXTEND, offset + c * CHUNK_SIZE)
+    return _PAGE_HEADERS.pack(*args)
 
 
 class _PageBuilder:
@@ -150,7 +155,7 @@ def read_sgxs(data: bytes) -> EnclaveImage:
             # Fast path: the 16 EEXTENDs of this page, in order.
             if end - pos >= _PAGE_RECORDS.size:
                 fields = _PAGE_RECORDS.unpack_from(data, pos)
-                if fields[0::2] == _measured_headers(offset):
+                if b"".join(fields[0::2]) == _measured_headers(offset):
                     pages.append(ImagePage(offset, secinfo, b"".join(fields[1::2])))
                     current = None
                     pos += _PAGE_RECORDS.size
