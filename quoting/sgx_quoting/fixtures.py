@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgx_platform.arch.attributes import AttributeFlags, Attributes
 from sgx_platform.arch.dcap.ecdsa import public_key_to_raw
-from sgx_platform.arch.dcap.pck import PlatformConfiguration, SgxType
+from sgx_platform.arch.dcap.pck import SgxType
 from sgx_platform.arch.dcap.quote import (
     PckCertChainCertificationData,
     PckCertificationData,
@@ -169,18 +169,17 @@ class Fixture:
             fmspc=fmspc if fmspc is not None else platform.fmspc,
             pce_id=pce_id if pce_id is not None else platform.pce_id,
             ppid=ppid if ppid is not None else platform.ppid,
-            ca=chosen_ca,
-            sgx_type=sgx_type if sgx_type is not None else platform.sgx_type,
         )
-        if chosen_ca is PckCa.PLATFORM and platform.platform_instance_id is None:
-            platform = replace(
-                platform,
-                sgx_type=sgx_type if sgx_type is not None else SgxType.SCALABLE,
+        if chosen_ca is not platform.ca:
+            platform = PlatformProfile.for_ca(
+                chosen_ca,
+                fmspc=platform.fmspc,
+                ppid=platform.ppid,
+                pce_id=platform.pce_id,
                 platform_instance_id=_derived(self.seed, "platform-instance-id", 16),
-                configuration=PlatformConfiguration(
-                    dynamic_platform=True, cached_keys=False, smt_enabled=False
-                ),
             )
+        if sgx_type is not None:
+            platform = replace(platform, sgx_type=sgx_type)
         extension = (
             sgx_extension_der
             if sgx_extension_der is not None

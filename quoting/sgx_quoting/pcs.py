@@ -208,6 +208,27 @@ class PlatformProfile:
         ):
             raise PcsInputError("the platform configuration must be a PlatformConfiguration")
 
+    @classmethod
+    def for_ca(
+        cls, ca: PckCa, *, fmspc: bytes, ppid: bytes, pce_id: bytes, platform_instance_id: bytes
+    ) -> PlatformProfile:
+        """A profile as Intel's certificates have it for ``ca``: Processor CA platforms are
+        Standard with no platform fields; Platform CA platforms are Scalable with a
+        PlatformInstanceID and a Configuration (dynamic platform, no cached keys, no SMT)."""
+        if ca is PckCa.PROCESSOR:
+            return cls(fmspc=fmspc, ppid=ppid, pce_id=pce_id, ca=ca)
+        return cls(
+            fmspc=fmspc,
+            ppid=ppid,
+            pce_id=pce_id,
+            ca=ca,
+            sgx_type=SgxType.SCALABLE,
+            platform_instance_id=platform_instance_id,
+            configuration=PlatformConfiguration(
+                dynamic_platform=True, cached_keys=False, smt_enabled=False
+            ),
+        )
+
 
 @dataclass(frozen=True)
 class PckRecord:

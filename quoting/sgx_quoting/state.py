@@ -28,6 +28,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -52,7 +53,7 @@ from sgx_quoting.pcs import (
     QeIdentityPolicy,
     system_now,
 )
-from sgx_quoting.pki import CertifiedKey, PckCa, PcsPki
+from sgx_quoting.pki import CertifiedKey, PckCa, PcsPki, utc_seconds
 
 STATE_FORMAT = "sgxemu-pcs-state"
 STATE_VERSION = 1
@@ -494,3 +495,44 @@ class PcsStore:
             yield service
             if service.state != state:
                 self.save_state(service.state)
+
+
+def create_pcs(
+    directory: str | os.PathLike[str],
+    *,
+    qe_mrsigner: bytes,
+    qe_isvsvn: int = 0,
+    baseline: PlatformTcb | None = None,
+    ca: PckCa = PckCa.PROCESSOR,
+    fmspc: bytes | None = None,
+    now: dt.datetime | None = None,
+    seed: bytes | None = None,
+) -> PcsStore:
+    """Create a new PCS in ``directory`` (what ``sgxemu init`` does) and return its store.
+
+    The PKI comes from ``seed`` (default: 32 fresh random bytes, not kept); the platform gets a
+    random PPID and, unless given, an FMSPC of the form ``00xxxxxx0000``. The QE Identity names
+    ``qe_mrsigner`` (the emulated vendor's signer of the QE) with ``qe_isvsvn`` and above
+    UpToDate. ``baseline`` (default: all zero, so that every platform starts UpToDate) is the
+    first TCB level; :meth:`~sgx_quoting.pcs.ProvisioningCertificationService.tcb_recovery`
+    later raises the bar above every registered platform.
+    """
+    seed = secrets.token_bytes(32) if seed is None else seed
+    start = utc_seconds(now if now is not None else system_now())
+    platform = PlatformProfile.for_ca(
+        ca,
+        fmspc=fmspc if fmspc is not None else b"\x00" + secrets.token_bytes(3) + bytes(2),
+        ppid=secrets.token_bytes(16),
+        pce_id=bytes(2),
+        platform_instance_id=secrets.token_bytes(16),
+    )
+    state = PcsState.initial(
+        platform,
+        QeIdentityPolicy(mrsigner=qe_mrsigner),
+        baseline=baseline if baseline is not None else PlatformTcb(bytes(16), 0),
+        qe_isvsvn=qe_isvsvn,
+        tcb_date=start,
+    )
+    store = PcsStore(directory)
+    store.create(PcsPki.generate(seed, not_before=start), state)
+    return store
