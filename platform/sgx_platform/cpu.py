@@ -686,8 +686,16 @@ class EnclaveContext:
         """EREPORT: this enclave's REPORT, MAC'd with ``target``'s report key."""
         return self._cpu._ereport(self._ref, target, report_data)
 
-    def egetkey(self, request: KeyRequest) -> bytes:
-        """EGETKEY: a 16-byte key per the §6.1 dependencies of ``request``."""
+    def egetkey(self, request: KeyRequest | bytes) -> bytes:
+        """EGETKEY: a 16-byte key per the §6.1 dependencies of ``request``.
+
+        A 512-byte KEYREQUEST with reserved bits or bytes set is #GP, as in the SDM.
+        """
+        if isinstance(request, bytes):
+            try:
+                request = KeyRequest.from_bytes(request)
+            except MalformedStructureError as e:
+                raise GeneralProtectionFault("EGETKEY", str(e)) from e
         return self._cpu._egetkey(self._ref, request)
 
     def verify_report(self, report: Report) -> None:

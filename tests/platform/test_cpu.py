@@ -363,6 +363,20 @@ def test_report_to_a_target_that_differs(cpu, kit) -> None:  # type: ignore[no-u
             ctx.verify_report(ctx.ereport(other))
 
 
+def test_egetkey_from_bytes(cpu, kit) -> None:  # type: ignore[no-untyped-def]
+    image = kit.image(seed=66)
+    sig = kit.sign(image, kit.keys.app)
+    cpu.le_pubkeyhash.write(sig.mrsigner)
+    ctx = kit.load(cpu, image, sig)
+    request = KeyRequest(keyname=int(KeyName.REPORT), key_id=b"\x03" * 32)
+    assert ctx.egetkey(request.to_bytes()) == ctx.egetkey(request)
+    for offset, value in ((6, 1), (100, 1), (3, 0x01)):  # reserved @6, @78.., KEYPOLICY bit 8
+        raw = bytearray(request.to_bytes())
+        raw[offset] = value
+        with pytest.raises(GeneralProtectionFault):
+            ctx.egetkey(bytes(raw))
+
+
 def test_egetkey_provision_needs_provisionkey(cpu, kit) -> None:  # type: ignore[no-untyped-def]
     image = kit.image(seed=65)
     sig = kit.sign(image, kit.keys.app)
