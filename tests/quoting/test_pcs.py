@@ -6,6 +6,8 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sgx_platform.arch.dcap.ecdsa import public_key_to_raw
 from sgx_platform.arch.dcap.pck import sgx_extension_from_certificate
@@ -204,3 +206,32 @@ def test_clock_offset_and_freeze() -> None:
     crl = x509.load_der_x509_crl(pcs.root_ca_crl())
     assert crl.last_update_utc == fixture().now + dt.timedelta(hours=1)
     assert crl.next_update_utc == crl.last_update_utc + dt.timedelta(days=365)
+
+
+_svn = st.integers(min_value=0, max_value=3)
+_tcbs = st.builds(
+    lambda svns, pcesvn: PlatformTcb(bytes(svns) + bytes(13), pcesvn),
+    st.lists(_svn, min_size=3, max_size=3),
+    _svn,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(registered=st.lists(_tcbs, min_size=1, max_size=4, unique=True), raw=_tcbs)
+def test_selection_property(registered: list[PlatformTcb], raw: PlatformTcb) -> None:
+    """The selected certificate's TCB is reached by the raw TCB, and no reachable registered
+    TCB is above it in (PCESVN, components) order."""
+    f = fixture()
+    pcs = f.pcs(register=False)
+    for i, tcb in enumerate(registered):
+        pcs.register_pck(_key(f"p{i}"), tcb, pce_id=bytes(2))
+    reachable = [t for t in registered if raw.reaches(t)]
+    if not reachable:
+        with pytest.raises(UnknownPlatformError):
+            pcs.select_pck(raw, pce_id=bytes(2))
+        return
+    chosen = sgx_extension_from_certificate(pcs.select_pck(raw, pce_id=bytes(2)).leaf).tcb
+    chosen_tcb = PlatformTcb(chosen.cpusvn, chosen.pcesvn)
+    assert raw.reaches(chosen_tcb)
+    key = max((t.pcesvn, t.components) for t in reachable)
+    assert (chosen_tcb.pcesvn, chosen_tcb.components) == key

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from pathlib import Path
 
 import dcap_qvl
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgx_platform.arch.attributes import AttributeFlags, Attributes
@@ -20,13 +22,17 @@ from sgx_platform.arch.dcap.collateral import QuoteCollateralV3
 from sgx_platform.arch.dcap.ecdsa import public_key_to_raw
 from sgx_platform.arch.dcap.quote import (
     INTEL_QE_VENDOR_ID,
+    CertificationDataType,
     PckCertChainCertificationData,
+    PckLeafCertificationData,
+    PpidCertificationData,
     QuoteHeader,
     build_quote_v3,
     signed_region,
 )
 from sgx_platform.arch.measurement import Measurement
 from sgx_platform.arch.report import ReportBody
+from sgx_quoting.errors import PcsInputError, UnknownPlatformError
 from sgx_quoting.fixtures import Fixture, fixture
 from sgx_quoting.pcs import ProvisioningCertificationService
 from sgx_quoting.pki import sign_raw
@@ -166,3 +172,51 @@ def test_other_root_is_rejected(
         dcap_qvl.verify_with_root_ca(
             quote, qvl_collateral, other.pki.root_ca_der, int(f.now.timestamp())
         )
+
+
+def test_quote_without_its_pck_chain_gets_it_in_the_collateral() -> None:
+    """Certification data type 3 (encrypted PPID, CPUSVN, PCESVN, PCE-ID): the PCS selects the
+    PCK certificate for that TCB, as a PCCS does, and dcap-qvl takes it from the collateral."""
+    f = fixture()
+    pcs = f.pcs()
+    data = PpidCertificationData(
+        CertificationDataType.PPID_RSA3072_ENCRYPTED,
+        bytes(384),
+        f.tcb.cpusvn,
+        f.tcb.pcesvn + 1,
+        f.platform.pce_id,
+    )
+    quote = f.quote(certification_data=data)
+    collateral = pcs.collateral_for_quote(quote)
+    assert collateral.pck_certificate_chain is not None
+    expected = pcs.select_pck(f.tcb, pce_id=f.platform.pce_id)
+    assert collateral.pck_certificate_chain.encode() == expected.pem()
+    assert _verify(f, quote, collateral, f.now).status == "UpToDate"
+
+
+def test_quotes_the_pcs_cannot_serve() -> None:
+    f = fixture()
+    pcs = f.pcs()
+    unknown_ppid = PpidCertificationData(
+        CertificationDataType.PPID_CLEARTEXT, bytes(16), f.tcb.cpusvn, f.tcb.pcesvn, bytes(2)
+    )
+    with pytest.raises(UnknownPlatformError):
+        pcs.collateral_for_quote(f.quote(certification_data=unknown_ppid))
+    leaf_only = PckLeafCertificationData(
+        pcs.select_pck(f.tcb, pce_id=bytes(2)).leaf.public_bytes(serialization.Encoding.PEM)
+    )
+    with pytest.raises(PcsInputError):
+        pcs.collateral_for_quote(f.quote(certification_data=leaf_only))
+    quote = f.quote()
+    for bad in (quote[:-1], quote + b"\x01", b""):
+        with pytest.raises(PcsInputError):
+            pcs.collateral_for_quote(bad)
+    # Trailing zero padding (fixed-size buffers) is accepted.
+    assert pcs.collateral_for_quote(quote + bytes(64)) == pcs.collateral_for_quote(quote)
+
+
+def test_real_intel_quotes_are_not_this_pcs_platform(real_vectors: Path) -> None:
+    pcs = fixture().pcs()
+    for name in ("phala-dcap-qvl/sgx_quote", "automata-dcap-attestation/sgx-v3-2025-08/quote.bin"):
+        with pytest.raises(UnknownPlatformError, match="FMSPC"):
+            pcs.collateral_for_quote((real_vectors / name).read_bytes())

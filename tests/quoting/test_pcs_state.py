@@ -6,12 +6,18 @@ import json
 import stat
 from pathlib import Path
 
+import dcap_qvl
 import pytest
 
+from sgx_platform.arch.dcap.ecdsa import public_key_to_raw
+from sgx_platform.arch.dcap.pck import SgxType, sgx_extension_from_certificate
+from sgx_platform.arch.dcap.quote import PckCertChainCertificationData
+from sgx_platform.arch.dcap.tcb_info import TcbStatus
 from sgx_quoting.errors import PcsStateError
 from sgx_quoting.fixtures import fixture
 from sgx_quoting.pcs import PcsState
-from sgx_quoting.state import PcsStore, state_from_json, state_to_json
+from sgx_quoting.pki import PckCa
+from sgx_quoting.state import PcsStore, create_pcs, state_from_json, state_to_json
 
 
 def _busy_state() -> PcsState:
@@ -125,3 +131,32 @@ def test_store_refuses_symlinked_directory(tmp_path: Path) -> None:
     f = fixture()
     with pytest.raises(PcsStateError):
         PcsStore(tmp_path / "link").create(f.pki, f.state())
+
+
+@pytest.mark.parametrize("ca", [PckCa.PROCESSOR, PckCa.PLATFORM])
+def test_create_pcs_for_init(tmp_path: Path, ca: PckCa) -> None:
+    f = fixture()
+    store = create_pcs(tmp_path / ca.value, qe_mrsigner=f.qe_identity.mrsigner, ca=ca, now=f.now)
+    state = store.load_state()
+    assert state.platform.ca is ca
+    assert state.platform.fmspc[0] == 0 and state.platform.fmspc[4:] == bytes(2)
+    assert (state.platform.platform_instance_id is None) == (ca is PckCa.PROCESSOR)
+    with store.session(system_clock=f.clock) as pcs:
+        # The zero baseline: any platform TCB starts UpToDate.
+        assert pcs.platform_status(f.tcb).tcb_status is TcbStatus.UP_TO_DATE
+        chain = pcs.register_pck(public_key_to_raw(f.pck_key.public_key()), f.tcb, pce_id=bytes(2))
+        quote = f.quote(certification_data=PckCertChainCertificationData(chain.pem()))
+        collateral = pcs.collateral_for_quote(quote)
+    report = dcap_qvl.verify_with_root_ca(
+        quote,
+        dcap_qvl.QuoteCollateralV3.from_json(collateral.to_json()),
+        store.load_pki().root_ca_der,
+        int(f.now.timestamp()),
+    )
+    assert report.status == "UpToDate"
+    assert sgx_extension_from_certificate(chain.leaf).sgx_type == (
+        SgxType.STANDARD if ca is PckCa.PROCESSOR else SgxType.SCALABLE
+    )
+    other = create_pcs(tmp_path / "other", qe_mrsigner=bytes(32), now=f.now)
+    assert other.load_pki().root_ca_der != store.load_pki().root_ca_der
+    assert other.load_state().platform.ppid != state.platform.ppid
