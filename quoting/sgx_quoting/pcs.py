@@ -67,6 +67,7 @@ from sgx_platform.arch.dcap.tcb_info import Tcb as LevelTcb
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_quoting.errors import PcsInputError, UnknownPlatformError
 from sgx_quoting.pki import (
+    PCK_CERTIFICATE_YEARS,
     PckCa,
     PcsPki,
     Revocation,
@@ -84,6 +85,9 @@ MRSIGNER_SIZE = 32
 #: Lifetimes of issued collateral, as Intel's PCS: TCB Info, QE Identity and PCK CRLs 30 days.
 COLLATERAL_LIFETIME = dt.timedelta(days=30)
 ROOT_CRL_LIFETIME = dt.timedelta(days=365)
+#: How far the PCS clock may be moved from the system clock: 50 years, either way.
+MAX_CLOCK_OFFSET = 50 * 366 * 86400
+CLOCK_RANGE = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime(2200, 1, 1, tzinfo=dt.UTC))
 
 #: The advisory IDs the emulator's TCB recoveries announce: SGXEMU-SA-00001, ...
 ADVISORY_PREFIX = "SGXEMU-SA-"
@@ -402,8 +406,16 @@ class ProvisioningCertificationService:
 
     def set_clock(self, *, offset_seconds: int = 0, frozen_at: dt.datetime | None = None) -> None:
         """Shift the PCS clock (``offset_seconds``) or freeze it (``frozen_at``)."""
+        if (
+            not isinstance(offset_seconds, int)
+            or isinstance(offset_seconds, bool)
+            or abs(offset_seconds) > MAX_CLOCK_OFFSET
+        ):
+            raise PcsInputError(f"a clock offset must be an integer within ±{MAX_CLOCK_OFFSET} s")
         if frozen_at is not None:
             frozen_at = utc_seconds(frozen_at)
+            if not CLOCK_RANGE[0] <= frozen_at <= CLOCK_RANGE[1]:
+                raise PcsInputError("the PCS clock must stay between 1970 and 2200")
         self._state = replace(self._state, clock=ClockSetting(offset_seconds, frozen_at))
 
     # -- PCK certificates --------------------------------------------------------------------
@@ -460,7 +472,7 @@ class ProvisioningCertificationService:
             extension,
             serial=serial,
             not_before=now,
-            not_after=add_years(now, 7),
+            not_after=add_years(now, PCK_CERTIFICATE_YEARS),
         )
         record = PckRecord(
             certificate_der=certificate.public_bytes(serialization.Encoding.DER),

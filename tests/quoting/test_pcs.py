@@ -203,6 +203,16 @@ def test_clock_offset_and_freeze() -> None:
     pcs = fixture().pcs()
     pcs.set_clock(offset_seconds=3600)
     assert pcs.now() == fixture().now + dt.timedelta(hours=1)
+    before = pcs.state
+    for bad in (
+        {"offset_seconds": 10**12},
+        {"offset_seconds": True},
+        {"frozen_at": dt.datetime(9999, 12, 31, tzinfo=dt.UTC)},
+        {"frozen_at": dt.datetime(2025, 1, 1)},  # naive
+    ):
+        with pytest.raises(PcsInputError):
+            pcs.set_clock(**bad)  # type: ignore[arg-type]
+    assert pcs.state == before
     crl = x509.load_der_x509_crl(pcs.root_ca_crl())
     assert crl.last_update_utc == fixture().now + dt.timedelta(hours=1)
     assert crl.next_update_utc == crl.last_update_utc + dt.timedelta(days=365)
