@@ -190,8 +190,8 @@ class ValidatedChain:
 
 
 def _signed_by(cert: Certificate, point: bytes | None) -> bool:
-    return point is not None and cert.ecdsa_sha256 and signature_valid(
-        point, cert.tbs, cert.signature
+    return (
+        point is not None and cert.ecdsa_sha256 and signature_valid(point, cert.tbs, cert.signature)
     )
 
 

@@ -105,8 +105,7 @@ def check_crl(
         raise CheckFailedError(
             FailureCode.CRL_EXPIRED,
             check,
-            f"{what} is stale: nextUpdate {crl.next_update} is before the verification time "
-            f"{at}",
+            f"{what} is stale: nextUpdate {crl.next_update} is before the verification time {at}",
             "fetch a current CRL from the PCS/PCCS, or verify as of an earlier time with --at",
         )
 

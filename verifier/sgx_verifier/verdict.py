@@ -12,6 +12,10 @@ Invariants:
 * Collateral ids are SHA-256 digests of the exact bytes of each collateral item the appraisal
   used; the anchor is named and identified by the SHA-256 of its SubjectPublicKeyInfo.
 * A verified verdict is not an acceptance: policy (see :mod:`sgx_verifier.policy`) decides that.
+* An unverified verdict never carries statuses in ``tcb_status``/``platform``/``qe``. When the
+  appraisal could still compute them (for instance only a CRL was stale),
+  ``unverified_assessment`` says what they would be *if* the failed checks are waived; it is
+  for diagnosis and archives, never for acceptance (policy ignores it).
 """
 
 from __future__ import annotations
@@ -181,6 +185,24 @@ class StatusDetail:
 
 
 @dataclass(frozen=True, slots=True)
+class Assessment:
+    """A final status with the platform and QE statuses it was merged from."""
+
+    tcb_status: TcbStatus
+    platform: StatusDetail
+    qe: StatusDetail
+    advisory_ids: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tcb_status": self.tcb_status.value,
+            "platform_tcb_status": self.platform.status.value,
+            "qe_tcb_status": self.qe.status.value,
+            "advisory_ids": list(self.advisory_ids),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The result of an appraisal. ``Verdict()`` is "not verified"."""
 
@@ -196,6 +218,7 @@ class Verdict:
     collateral: tuple[CollateralId, ...] = ()
     failures: tuple[Failure, ...] = field(default_factory=tuple)
     at: int | None = None
+    unverified_assessment: Assessment | None = None
 
     def __post_init__(self) -> None:
         if self.verified:
@@ -203,8 +226,13 @@ class Verdict:
                 raise ValueError("a verified verdict cannot carry failures")
             if self.tcb_status is None or self.platform is None or self.qe is None:
                 raise ValueError("a verified verdict needs its statuses")
-        elif not self.failures and self.tcb_status is not None:
-            raise ValueError("an unverified verdict with a status must say which check failed")
+            if self.unverified_assessment is not None:
+                raise ValueError("a verified verdict has no unverified assessment")
+        else:
+            if self.tcb_status is not None or self.platform is not None or self.qe is not None:
+                raise ValueError("an unverified verdict carries no status")
+            if self.unverified_assessment is not None and not self.failures:
+                raise ValueError("an unverified assessment must say which checks failed")
 
     @property
     def error(self) -> Failure | None:
@@ -260,4 +288,10 @@ class Verdict:
         if self.error is not None:
             doc["error"] = self.error.to_dict()
             doc["failures"] = [f.to_dict() for f in self.failures]
+        if self.unverified_assessment is not None:
+            doc["unverified_assessment"] = {
+                **self.unverified_assessment.to_dict(),
+                "note": "what the statuses would be if the failed checks were waived; "
+                "not a verification result",
+            }
         return doc
