@@ -502,6 +502,8 @@ def create_pcs(
     *,
     qe_mrsigner: bytes,
     qe_isvsvn: int = 0,
+    qe_isvprodid: int = 1,
+    qe_attributes: bytes | None = None,
     baseline: PlatformTcb | None = None,
     ca: PckCa = PckCa.PROCESSOR,
     fmspc: bytes | None = None,
@@ -512,8 +514,10 @@ def create_pcs(
 
     The PKI comes from ``seed`` (default: 32 fresh random bytes, not kept); the platform gets a
     random PPID and, unless given, an FMSPC of the form ``00xxxxxx0000``. The QE Identity names
-    ``qe_mrsigner`` (the emulated vendor's signer of the QE) with ``qe_isvsvn`` and above
-    UpToDate. ``baseline`` (default: all zero, so that every platform starts UpToDate) is the
+    ``qe_mrsigner`` (the emulated vendor's signer of the QE) and ``qe_isvprodid``, with
+    ``qe_isvsvn`` and above UpToDate; its ATTRIBUTES are Intel's (``qe_attributes`` replaces
+    the expected value, always under Intel's mask, which ignores MODE64BIT and XFRM): a QE
+    matches them when launched non-debug with INIT and PROVISIONKEY, as Intel's QE3. ``baseline`` (default: all zero, so that every platform starts UpToDate) is the
     first TCB level; :meth:`~sgx_quoting.pcs.ProvisioningCertificationService.tcb_recovery`
     later raises the bar above every registered platform.
     """
@@ -528,7 +532,11 @@ def create_pcs(
     )
     state = PcsState.initial(
         platform,
-        QeIdentityPolicy(mrsigner=qe_mrsigner),
+        QeIdentityPolicy(mrsigner=qe_mrsigner, isvprodid=qe_isvprodid)
+        if qe_attributes is None
+        else QeIdentityPolicy(
+            mrsigner=qe_mrsigner, isvprodid=qe_isvprodid, attributes=qe_attributes
+        ),
         baseline=baseline if baseline is not None else PlatformTcb(bytes(16), 0),
         qe_isvsvn=qe_isvsvn,
         tcb_date=start,
