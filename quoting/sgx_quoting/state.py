@@ -517,8 +517,9 @@ def create_pcs(
     ``qe_mrsigner`` (the emulated vendor's signer of the QE) and ``qe_isvprodid``, with
     ``qe_isvsvn`` and above UpToDate; its ATTRIBUTES are Intel's (``qe_attributes`` replaces
     the expected value, always under Intel's mask, which ignores MODE64BIT and XFRM): a QE
-    matches them when launched non-debug with INIT and PROVISIONKEY, as Intel's QE3. ``baseline`` (default: all zero, so that every platform starts UpToDate) is the
-    first TCB level; :meth:`~sgx_quoting.pcs.ProvisioningCertificationService.tcb_recovery`
+    matches them when launched non-debug with INIT and PROVISIONKEY, as Intel's QE3.
+    ``baseline`` (default: all zero, so that every platform starts UpToDate) is the first TCB
+    level; :meth:`~sgx_quoting.pcs.ProvisioningCertificationService.tcb_recovery`
     later raises the bar above every registered platform.
     """
     seed = secrets.token_bytes(32) if seed is None else seed
