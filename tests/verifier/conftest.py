@@ -171,3 +171,121 @@ def mini_pki() -> MiniPki:
 def vector_sets(real_vectors: Path) -> dict[str, Any]:
     sets: dict[str, Any] = json.loads((real_vectors / "sets.json").read_text())
     return sets
+
+
+# ---------------------------------------------------------------------------------------------
+# Real vector sets (sets.json) as the verifier's Collateral and as dcap-qvl's oracle input
+
+
+class RealSets:
+    """Quotes and collateral of ``sets.json``, in the verifier's and in dcap-qvl's form."""
+
+    def __init__(self, root: Path, sets: dict[str, Any]) -> None:
+        self.root = root
+        self.by_id = {s["id"]: s for s in sets["quote_sets"]}
+        self.intel_root_der = (root / "intel-root" / "Intel_SGX_Root_CA_2049.der").read_bytes()
+
+    def read(self, rel: str) -> bytes:
+        return (self.root / rel.split(" ")[0]).read_bytes()
+
+    def quote(self, set_id: str) -> bytes:
+        return self.read(self.by_id[set_id]["quote"])
+
+    def collateral(self, set_id: str, tcb_index: int = 0) -> Any:
+        from sgx_verifier.collateral import (
+            Collateral,
+            read_certificates,
+            read_crl,
+            read_signed_item,
+        )
+
+        spec = self.by_id[set_id]["collateral"]
+        if "reuse" in spec["format"]:
+            return self.collateral(spec["format"].split()[1], tcb_index)
+        if "file" in spec:
+            return Collateral.from_json(self.read(spec["file"]))
+        signer = b""
+        if "tcb_signing_cert" in spec:
+            signer = read_certificates(self.read(spec["tcb_signing_cert"]), "TCB signer")
+        tcb = spec["tcb_info"]
+        qe = spec["qe_identity"]
+        tcb = tcb[tcb_index] if isinstance(tcb, list) else tcb
+        qe = qe[tcb_index] if isinstance(qe, list) else qe
+        pck_crl, pck_crl_chain = read_crl(self.read(spec["pck_crl"]), "PCK CRL")
+        root_crl, _ = read_crl(self.read(spec["root_ca_crl"]), "root CRL")
+        if pck_crl_chain is None and "pck_ca" in spec:
+            pck_crl_chain = read_certificates(self.read(spec["pck_ca"]), "PCK CA")
+        return Collateral(
+            tcb_info=read_signed_item(self.read(tcb), "tcbInfo", signer),
+            qe_identity=read_signed_item(self.read(qe), "enclaveIdentity", signer),
+            pck_crl=pck_crl,
+            root_ca_crl=root_crl,
+            pck_crl_issuer_chain=pck_crl_chain,
+        )
+
+    @staticmethod
+    def oracle(collateral: Any) -> Any:
+        """dcap-qvl's collateral object for the same bytes."""
+        import dcap_qvl
+
+        tcb, qe = collateral.tcb_info, collateral.qe_identity
+        return dcap_qvl.QuoteCollateralV3(
+            (collateral.pck_crl_issuer_chain or tcb.issuer_chain).decode(),
+            collateral.root_ca_crl,
+            collateral.pck_crl,
+            tcb.issuer_chain.decode(),
+            tcb.text,
+            tcb.signature,
+            qe.issuer_chain.decode(),
+            qe.text,
+            qe.signature,
+        )
+
+
+@pytest.fixture(scope="session")
+def real_sets(real_vectors: Path, vector_sets: dict[str, Any]) -> RealSets:
+    return RealSets(real_vectors, vector_sets)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a verifier decided, in the terms both sgxemu and dcap-qvl can express.
+
+    ``accepted`` is dcap-qvl's "returned a report": for sgxemu, a verified verdict whose status
+    is not Revoked and whose enclave is not in debug mode (dcap-qvl refuses both outright,
+    sgxemu verifies and leaves them to policy). ``revoked`` marks dcap-qvl's "TCB status is
+    invalid: Revoked" refusal, which sgxemu must match with a verified Revoked status.
+    """
+
+    accepted: bool
+    status: str | None = None
+    advisory_ids: tuple[str, ...] = ()
+    revoked: bool = False
+    detail: str = ""
+
+
+def qvl_outcome(quote: bytes, oracle_collateral: Any, root_der: bytes, at: int) -> Outcome:
+    import dcap_qvl
+
+    try:
+        report = dcap_qvl.verify_with_root_ca(quote, oracle_collateral, root_der, at)
+    except ValueError as e:
+        text = str(e)
+        revoked = "Revoked" in text or "below minimum" in text
+        return Outcome(False, revoked=revoked, detail=text)
+    return Outcome(True, report.status, tuple(report.advisory_ids))
+
+
+def our_outcome(verdict: Any) -> Outcome:
+    if not verdict.verified:
+        return Outcome(False, detail=",".join(f"{f.check}:{f.code}" for f in verdict.failures))
+    if verdict.tcb_status.value == "Revoked":
+        return Outcome(False, revoked=True, detail="verified, Revoked")
+    if verdict.enclave is not None and verdict.enclave.debug:
+        return Outcome(False, detail="verified, debug enclave")
+    return Outcome(True, verdict.tcb_status.value, tuple(verdict.advisory_ids))
+
+
+@pytest.fixture(scope="session")
+def outcomes() -> tuple[Any, Any]:
+    return qvl_outcome, our_outcome

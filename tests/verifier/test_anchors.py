@@ -49,7 +49,7 @@ def test_legacy_2033_issuance_is_the_same_anchor(real_vectors: Path) -> None:
 
 
 def test_look_alike_root_is_not_production(real_vectors: Path) -> None:
-    pem = (real_vectors / "intel-dcap-sampledata-synthetic" / "sgx" / "trustedRootCaCert.pem")
+    pem = real_vectors / "intel-dcap-sampledata-synthetic" / "sgx" / "trustedRootCaCert.pem"
     anchor = load_anchor(pem.read_bytes(), "intel-sample")
     assert anchor.name == "intel-sample"
     assert not anchor.production
