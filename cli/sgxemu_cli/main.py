@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sgxemu_cli.commands.init",
     "sgxemu_cli.commands.image",
     "sgxemu_cli.commands.demo",
+    "sgxemu_cli.commands.pcs",
 )
 
 Handler = Callable[[argparse.Namespace], int]
