@@ -16,14 +16,6 @@ from sgx_platform.arch.dcap.quote import PckCertChainCertificationData
 from sgx_quoting.fixtures import fixture
 from sgx_quoting.state import PcsStore, create_pcs
 
-MODULE = "sgxemu_cli.commands.pcs"
-
-
-@pytest.fixture(autouse=True)
-def _pcs_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    if MODULE not in cli_main.COMMAND_MODULES:
-        monkeypatch.setattr(cli_main, "COMMAND_MODULES", (*cli_main.COMMAND_MODULES, MODULE))
-
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Path]:
