@@ -271,7 +271,7 @@ def qvl_outcome(quote: bytes, oracle_collateral: Any, root_der: bytes, at: int) 
         report = dcap_qvl.verify_with_root_ca(quote, oracle_collateral, root_der, at)
     except ValueError as e:
         text = str(e)
-        revoked = "Revoked" in text or "below minimum" in text
+        revoked = "TCB status is invalid: Revoked" in text or "below minimum" in text
         return Outcome(False, revoked=revoked, detail=text)
     return Outcome(True, report.status, tuple(report.advisory_ids))
 

@@ -6,8 +6,10 @@ Invariants:
   issuer, thisUpdate, nextUpdate and the set of revoked serial numbers, and nothing else.
 * :func:`check_crl` re-runs on every call: the issuer name must be the expected CA's, the
   signature must verify under that CA's key (ECDSA-SHA256; the answer is cached by bytes),
-  and ``thisUpdate <= at <= nextUpdate``. A CRL without nextUpdate is refused: freshness that
-  cannot be judged is not freshness.
+  and ``thisUpdate <= at < nextUpdate``: at nextUpdate itself the next CRL is due, so this one
+  is stale (as rustls-webpki, and so dcap-qvl, judge it). A CRL from after the verification
+  time (``at < thisUpdate``) is refused too, which dcap-qvl does not check. A CRL without
+  nextUpdate is refused: freshness that cannot be judged is not freshness.
 * :func:`check_not_revoked` raises for a certificate whose serial the CRL lists.
 """
 
@@ -101,11 +103,12 @@ def check_crl(
             f"{what} has no nextUpdate, its freshness cannot be judged",
             "fetch a current CRL from the PCS/PCCS",
         )
-    if at > crl.next_update:
+    if at >= crl.next_update:
         raise CheckFailedError(
             FailureCode.CRL_EXPIRED,
             check,
-            f"{what} is stale: nextUpdate {crl.next_update} is before the verification time {at}",
+            f"{what} is stale: its nextUpdate {crl.next_update} is not after the verification "
+            f"time {at}",
             "fetch a current CRL from the PCS/PCCS, or verify as of an earlier time with --at",
         )
 
