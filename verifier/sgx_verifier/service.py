@@ -535,7 +535,7 @@ class VerifierService:
     # -- collateral ----------------------------------------------------------------------
 
     def _stored_set(
-        self, keys: PlatformKeys, at: int | None
+        self, keys: PlatformKeys, at: int | None, grace: int = 0
     ) -> dict[str, CollateralItem]:
         wanted = {
             "tcb_info": (CollateralKind.TCB_INFO, keys.tcb_info),
@@ -546,7 +546,12 @@ class VerifierService:
         found: dict[str, CollateralItem] = {}
         missing = []
         for name, (kind, key) in wanted.items():
-            stored = self.store.latest(kind, key) if at is None else self.store.as_of(kind, key, at)
+            if at is None:
+                stored = self.store.latest(kind, key)
+            else:
+                stored = self.store.as_of(kind, key, at)
+                if stored is None and grace:
+                    stored = self.store.as_of(kind, key, at - grace)
             if stored is None:
                 missing.append(name)
             else:
@@ -653,7 +658,7 @@ class VerifierService:
                 items = self._named_set(request.collateral_ids)
             else:
                 keys = platform_keys(request.quote, request.pck_chain)
-                items = self._stored_set(keys, request.at)
+                items = self._stored_set(keys, request.at, policy.collateral_grace_seconds)
             collateral = assemble(items)
 
         verdict = self._appraise(
