@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from sgx_platform.arch.dcap.ecdsa import public_key_to_raw
 from sgx_platform.arch.dcap.qe_identity import EnclaveIdentity, EnclaveIdentityId
 from sgx_platform.arch.dcap.quote import (
     CertificationDataType,
@@ -45,7 +46,6 @@ from sgx_platform.arch.dcap.tcb_info import (
     TcbStatus,
     TdxModule,
 )
-from sgx_platform.arch.dcap.ecdsa import public_key_to_raw
 from sgx_quoting.fixtures import TCB_DATE, fixture
 from sgx_quoting.pki import PckCa, derive_private_key, sign_raw
 from sgx_verifier.anchors import AnchorSet, load_anchor
@@ -338,7 +338,7 @@ def build_vectors() -> list[Vector]:
             collateral=with_tcb_info(pce_id=HexBytes(bytes.fromhex("0001"))),
             dcap_qvl="dcap-qvl does not compare the PCE-ID",
         ),
-        # -- TCB Info and QE Identity ------------------------------------------------------------
+        # -- TCB Info and QE Identity --
         _failing(
             "tcb-info-not-yet-valid",
             Check.TCB_INFO_VALIDITY,
@@ -418,7 +418,7 @@ def build_vectors() -> list[Vector]:
             collateral=dataclasses.replace(BASE, qe_identity=None),
             dcap_qvl="dcap-qvl's collateral cannot lack a QE Identity",
         ),
-        # -- the QE report against the QE Identity -------------------------------------------------
+        # -- the QE report against the QE Identity --
         _failing(
             "qe-mrsigner",
             Check.QE_IDENTITY_MATCH,
@@ -443,7 +443,7 @@ def build_vectors() -> list[Vector]:
             FailureCode.QE_ATTRIBUTES_MISMATCH,
             collateral=with_qe(attributes=HexBytes(bytes.fromhex("13" + "00" * 15))),
         ),
-        # -- the quote -------------------------------------------------------------------------------
+        # -- the quote --
         _failing(
             "qe-report-binding",
             Check.QE_REPORT_BINDING,
@@ -482,7 +482,7 @@ def build_vectors() -> list[Vector]:
             pck_chain=pck_chain_pem(),
             dcap_qvl="dcap-qvl takes no PCK chain from outside a type-5 quote",
         ),
-        # -- the PCK certificate ---------------------------------------------------------------------
+        # -- the PCK certificate --
         _failing(
             "pck-expired",
             Check.PCK_CHAIN,
@@ -525,7 +525,7 @@ def build_vectors() -> list[Vector]:
                 root_ca_crl=crl("root", revoked=(F.pki.tcb_signing.certificate.serial_number,)),
             ),
         ),
-        # -- CRLs --------------------------------------------------------------------------------------
+        # -- CRLs --
         _failing(
             "root-crl-expired",
             Check.ROOT_CRL,
