@@ -214,3 +214,12 @@ def test_platform_serve_runs_until_sigterm(state: Path) -> None:
             proc.kill()
             proc.wait()
     assert not load_config(state).sockets.device.exists(), "sockets removed on shutdown"
+
+
+def test_serve_refuses_to_steal_a_live_socket(
+    capsys: pytest.CaptureFixture[str], service: PlatformService, state: Path
+) -> None:
+    code, _, err = sgxemu(capsys, "--state", str(state), "platform", "serve")
+    assert code == 1 and "another server is listening" in err
+    with PlatformClient.unix(service.config.sockets.device, timeout=10) as client:
+        assert client.info().epc_pages_total > 0, "the running service is untouched"

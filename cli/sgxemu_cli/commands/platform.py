@@ -119,7 +119,11 @@ def _serve(args: argparse.Namespace) -> int:
         service = PlatformService(config)
     except FuseStoreError as e:
         raise CliError(f"{e}; create the state with: sgxemu init") from e
-    addresses = service.start()
+    try:
+        addresses = service.start()
+    except (OSError, ValueError) as e:
+        service.stop(grace=0)
+        raise CliError(f"the platform service cannot start: {e}") from e
     for name, address in addresses.items():
         print(f"platform {name}: {address}", flush=True)
     print("platform serving; stop with SIGTERM or Ctrl-C", flush=True)
