@@ -64,6 +64,34 @@ def policy_from_proto(message: pb.Policy) -> Policy:
     return Policy.from_mapping(doc, "request policy")
 
 
+def policy_to_proto(policy: Policy) -> pb.Policy:
+    """The request form of ``policy``; :func:`policy_from_proto` gives the same policy back."""
+    message = pb.Policy(
+        accepted_tcb_statuses=pb.StringSet(
+            values=sorted(s.value for s in policy.accepted_statuses)
+        ),
+        allow_debug=policy.allow_debug,
+        trust_anchors=pb.StringSet(values=sorted(policy.trust_anchors)),
+        mrenclave=sorted(policy.mrenclave),
+        mrsigner=sorted(policy.mrsigner),
+        require_challenge=policy.require_challenge,
+        collateral_grace_seconds=policy.collateral_grace_seconds,
+    )
+    if policy.accepted_advisory_ids is not None:
+        message.accepted_advisory_ids.CopyFrom(
+            pb.StringSet(values=sorted(policy.accepted_advisory_ids))
+        )
+    if policy.isv_prod_id is not None:
+        message.isv_prod_id = policy.isv_prod_id
+    if policy.min_isv_svn is not None:
+        message.min_isv_svn = policy.min_isv_svn
+    if policy.expected_report_data is not None:
+        message.expected_report_data = policy.expected_report_data
+    if policy.min_tcb_evaluation_data_number is not None:
+        message.min_tcb_evaluation_data_number = policy.min_tcb_evaluation_data_number
+    return message
+
+
 def verification_request(message: pb.VerifyQuoteRequest) -> VerificationRequest:
     collateral = None
     if message.collateral_json:
