@@ -117,10 +117,10 @@ def test_alg_none_and_hs256_confusion_are_refused(tmp_path: Path) -> None:
 def test_audience_issuer_and_time_are_checked(tmp_path: Path) -> None:
     issuer = _issuer(tmp_path)
     token = issuer.sign(CLAIMS, audience=AUD, now=NOW)
-    with pytest.raises(TokenError, match="(?i)audience"):
+    with pytest.raises(TokenError, match=r"(?i)audience"):
         issuer.verify(token, audience="someone-else", now=NOW)
     other = TokenIssuer(issuer.keyring, issuer="another-verifier")
-    with pytest.raises(TokenError, match="(?i)issuer"):
+    with pytest.raises(TokenError, match=r"(?i)issuer"):
         other.verify(token, audience=AUD, now=NOW)
     with pytest.raises(TokenError, match="expired"):
         issuer.verify(token, audience=AUD, now=NOW + 600 + LEEWAY)
