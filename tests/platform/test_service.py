@@ -656,3 +656,15 @@ def test_metrics_count_calls_and_denials_by_rule(start: Callable[..., Platform])
     total = m.value("sgxemu_platform_epc_pages", {"state": "total"})
     assert m.value("sgxemu_platform_epc_pages", {"state": "used"}) == 2 and total > 2
     assert m.value("sgxemu_platform_enclaves") == 1
+
+
+def test_metrics_are_exposed_over_http(start: Callable[..., Platform]) -> None:
+    import urllib.request
+
+    p = start('[metrics]\naddress = "127.0.0.1:0"\n')
+    p.device.info()
+    url = f"http://{p.service.addresses['metrics']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    assert 'sgxemu_platform_calls_total{code="OK",method="GetPlatformInfo"} 1.0' in text
+    assert 'sgxemu_platform_epc_pages{state="free"}' in text
