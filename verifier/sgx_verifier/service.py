@@ -30,6 +30,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,7 +38,7 @@ from cryptography.x509.oid import NameOID
 
 from sgx_platform.arch.dcap.collateral import QuoteCollateralV3
 from sgx_platform.arch.dcap.pck import sgx_extension_from_certificate
-from sgx_platform.arch.dcap.qe_identity import SignedEnclaveIdentity
+from sgx_platform.arch.dcap.qe_identity import ENCLAVE_IDENTITY_FIELD, SignedEnclaveIdentity
 from sgx_platform.arch.dcap.quote import (
     PckCertChainCertificationData,
     TeeType,
@@ -45,7 +46,7 @@ from sgx_platform.arch.dcap.quote import (
     order_certificate_chain,
     parse_quote,
 )
-from sgx_platform.arch.dcap.tcb_info import SignedTcbInfo
+from sgx_platform.arch.dcap.tcb_info import TCB_INFO_FIELD, SignedTcbInfo
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_verifier.anchors import AnchorSet, TrustAnchor, load_anchor
 from sgx_verifier.certificates import (
@@ -56,6 +57,7 @@ from sgx_verifier.certificates import (
     validate_chain,
 )
 from sgx_verifier.challenge import Challenge, ChallengeError, ChallengeService
+from sgx_verifier.collateral import Collateral, SignedItem
 from sgx_verifier.crl import check_crl, parse_crl
 from sgx_verifier.errors import CheckFailedError, VerificationError
 from sgx_verifier.fetch import PckCa, PcsClient, Tee
@@ -113,12 +115,12 @@ class ImportRejectedError(VerificationError, ValueError):
 
 
 class Appraiser(Protocol):
-    """The DCAP appraisal (:mod:`sgx_verifier` part 1) as the service calls it."""
+    """The DCAP appraisal (:func:`sgx_verifier.appraisal.appraise`) as the service calls it."""
 
     def __call__(
         self,
         quote: bytes,
-        collateral: QuoteCollateralV3,
+        collateral: Collateral,
         *,
         at: int,
         anchors: AnchorSet,
@@ -252,6 +254,25 @@ class PlatformKeys:
         return "TD_QE" if self.tee == "TDX" else "QE"
 
 
+@lru_cache(maxsize=1024)
+def _chain_keys(chain_pem: bytes) -> tuple[bytes, bytes, bytes, str]:
+    """(FMSPC, PCK CA name DER, root issuer DER, PCK CA common name) of a PCK chain: a pure
+    function of its bytes, cached (decoding the SGX extension is the costly part)."""
+    try:
+        chain = order_certificate_chain(load_pem_certificates(chain_pem))
+        leaf = chain[0]
+        extension = sgx_extension_from_certificate(leaf)
+        names = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return (
+            bytes(extension.fmspc),
+            leaf.issuer.public_bytes(),
+            chain[-1].issuer.public_bytes(),
+            str(names[0].value) if names else "",
+        )
+    except ValueError as e:  # MalformedStructureError, or cryptography's own
+        raise InvalidRequestError("PCK_CHAIN_MALFORMED", f"the PCK chain: {e}") from None
+
+
 def platform_keys(quote_bytes: bytes, pck_chain: bytes | None = None) -> PlatformKeys:
     """The store keys of a quote's collateral, from its PCK certificate chain."""
     try:
@@ -259,51 +280,48 @@ def platform_keys(quote_bytes: bytes, pck_chain: bytes | None = None) -> Platfor
     except MalformedStructureError as e:
         raise InvalidRequestError("QUOTE_MALFORMED", f"the quote does not parse: {e}") from None
     certification = quote.certification_data
-    if not isinstance(certification, PckCertChainCertificationData) and pck_chain is None:
+    if isinstance(certification, PckCertChainCertificationData):
+        chain_pem = certification.data
+    elif pck_chain is not None:
+        chain_pem = pck_chain
+    else:
         raise InvalidRequestError(
             "PCK_CHAIN_REQUIRED",
             "the quote carries no PCK certificate chain; send it (pck_chain_pem)",
         )
-    try:
-        if isinstance(certification, PckCertChainCertificationData):
-            chain = certification.ordered_chain()
-        else:
-            assert pck_chain is not None
-            chain = order_certificate_chain(load_pem_certificates(pck_chain))
-        leaf = chain[0]
-        extension = sgx_extension_from_certificate(leaf)
-        pck_ca_issuer = leaf.issuer.public_bytes()
-        root_issuer = chain[-1].issuer.public_bytes()
-        names = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
-        ca_name = str(names[0].value) if names else ""
-    except ValueError as e:  # MalformedStructureError, or cryptography's own
-        raise InvalidRequestError("PCK_CHAIN_MALFORMED", f"the PCK chain: {e}") from None
+    fmspc, pck_ca_issuer, root_issuer, ca_name = _chain_keys(bytes(chain_pem))
     tee = "TDX" if quote.header.tee_type is TeeType.TDX else "SGX"
-    return PlatformKeys(tee, bytes(extension.fmspc), pck_ca_issuer, root_issuer, ca_name)
+    return PlatformKeys(tee, fmspc, pck_ca_issuer, root_issuer, ca_name)
 
 
 def _signed_parts(item: CollateralItem) -> tuple[str, bytes]:
-    if item.kind is CollateralKind.TCB_INFO:
-        tcb = SignedTcbInfo.from_response_body(item.content)
+    return _split_signed(item.kind, item.content)
+
+
+@lru_cache(maxsize=256)
+def _split_signed(kind: CollateralKind, content: bytes) -> tuple[str, bytes]:
+    """(signed text, r||s) of stored signed JSON: a pure function of its bytes, cached."""
+    if kind is CollateralKind.TCB_INFO:
+        tcb = SignedTcbInfo.from_response_body(content)
         return tcb.body_text, tcb.signature
-    identity = SignedEnclaveIdentity.from_response_body(item.content)
+    identity = SignedEnclaveIdentity.from_response_body(content)
     return identity.body_text, identity.signature
 
 
-def assemble(items: Mapping[str, CollateralItem]) -> QuoteCollateralV3:
-    """A QuoteCollateralV3 from stored items named as :data:`COLLATERAL_NAMES`."""
+def assemble(items: Mapping[str, CollateralItem]) -> Collateral:
+    """The appraisal's collateral from stored items named as :data:`COLLATERAL_NAMES`."""
     tcb_text, tcb_sig = _signed_parts(items["tcb_info"])
     qe_text, qe_sig = _signed_parts(items["qe_identity"])
-    return QuoteCollateralV3(
-        pck_crl_issuer_chain=(items["pck_crl"].issuer_chain or b"").decode(),
-        root_ca_crl=items["root_ca_crl"].content,
+    return Collateral(
+        tcb_info=SignedItem(
+            TCB_INFO_FIELD, tcb_text, tcb_sig, items["tcb_info"].issuer_chain or b""
+        ),
+        qe_identity=SignedItem(
+            ENCLAVE_IDENTITY_FIELD, qe_text, qe_sig, items["qe_identity"].issuer_chain or b""
+        ),
         pck_crl=items["pck_crl"].content,
-        tcb_info_issuer_chain=(items["tcb_info"].issuer_chain or b"").decode(),
-        tcb_info=tcb_text,
-        tcb_info_signature=tcb_sig,
-        qe_identity_issuer_chain=(items["qe_identity"].issuer_chain or b"").decode(),
-        qe_identity=qe_text,
-        qe_identity_signature=qe_sig,
+        root_ca_crl=items["root_ca_crl"].content,
+        pck_crl_issuer_chain=items["pck_crl"].issuer_chain or b"",
     )
 
 
@@ -650,9 +668,10 @@ class VerifierService:
         policy = request.policy or self.default_policy
         at = now if request.at is None else request.at
 
+        collateral: Collateral
         if request.collateral is not None:
             items = items_of(request.collateral)
-            collateral = request.collateral
+            collateral = Collateral.from_quote_collateral_v3(request.collateral)
         else:
             if request.collateral_ids:
                 items = self._named_set(request.collateral_ids)
@@ -716,7 +735,7 @@ class VerifierService:
     def _with_grace(
         self,
         request: VerificationRequest,
-        collateral: QuoteCollateralV3,
+        collateral: Collateral,
         items: Mapping[str, CollateralItem],
         verdict: Verdict,
         at: int,
