@@ -86,6 +86,7 @@ from sgx_verifier.verdict import (
     Failure,
     FailureCode,
     StatusDetail,
+    TcbStatus,
     Verdict,
 )
 from sgx_verifier.verdict import (
@@ -827,22 +828,104 @@ def _check_platform(
     if not ok:
         return None
     tee_tcb_svn: tuple[int, ...] | None = None
+    td: TdReport10 | None = None
     body = quote.body
     if isinstance(body, TdReport10 | TdReport15):
         td = body.base if isinstance(body, TdReport15) else body
         tee_tcb_svn = tuple(td.tee_tcb_svn)
     level = match_platform_level(levels, ext.tcb.components, ext.tcb.pcesvn, tee_tcb_svn)
     if level is None:
+        tdx_note = f", TEE_TCB_SVN {list(tee_tcb_svn)}" if tee_tcb_svn is not None else ""
         run.fail(
             FailureCode.TCB_LEVEL_NOT_FOUND,
             Check.PLATFORM_TCB_LEVEL,
             f"no TCB level of the TCB Info is met by the platform (SVNs "
-            f"{list(ext.tcb.components)}, PCESVN {ext.tcb.pcesvn})",
+            f"{list(ext.tcb.components)}, PCESVN {ext.tcb.pcesvn}{tdx_note})",
             "the platform's TCB is below every level Intel still lists: update its "
             "BIOS/microcode and PCK certificate",
         )
         return None
-    return platform_detail(level)
+    detail = platform_detail(level)
+    if td is None:
+        return detail
+    module = _check_tdx_module(run, info, td)
+    if module is None:
+        return None
+    if module is _NO_MODULE_LEVELS:
+        return detail
+    return StatusDetail(
+        converge(detail.status, module.status),
+        merge_advisories(detail.advisory_ids, module.advisory_ids),
+        detail.tcb_date,
+    )
+
+
+#: The TDX module was identified but its identity carries no TCB levels of its own.
+_NO_MODULE_LEVELS = StatusDetail(TcbStatus.UP_TO_DATE)
+
+
+def _check_tdx_module(run: _Run, info: TcbInfo, td: TdReport10) -> StatusDetail | None:
+    """The TDX module's identity (MRSIGNER_SEAM, SEAMATTRIBUTES under mask) against TCB Info's
+    ``tdxModule`` or, for a module version (TEE_TCB_SVN[1]) > 0, the ``TDX_<version>`` entry of
+    ``tdxModuleIdentities``, whose levels give the module's status from TEE_TCB_SVN[0]."""
+    check = Check.TDX_MODULE
+    hint = "the TD runs on a TDX module Intel's TCB Info does not describe; update the module"
+    base = info.tdx_module
+    if base is None:  # the TCB Info kind check already failed
+        return None
+    isvsvn, version = td.tee_tcb_svn[0], td.tee_tcb_svn[1]
+    mrsigner, attributes, mask = (
+        bytes(base.mrsigner),
+        bytes(base.attributes),
+        bytes(base.attributes_mask),
+    )
+    levels = None
+    if version > 0 and info.tdx_module_identities:
+        wanted = f"TDX_{version:02X}"
+        identity = next((i for i in info.tdx_module_identities if i.id.upper() == wanted), None)
+        if identity is None:
+            run.fail(
+                FailureCode.TDX_MODULE_MISMATCH,
+                check,
+                f"the TCB Info has no identity {wanted} for TDX module version {version}",
+                hint,
+            )
+            return None
+        mrsigner = bytes(identity.mrsigner)
+        attributes, mask = bytes(identity.attributes), bytes(identity.attributes_mask)
+        levels = identity.tcb_levels
+    if not hmac.compare_digest(td.mr_signer_seam, mrsigner):
+        run.fail(
+            FailureCode.TDX_MODULE_MISMATCH,
+            check,
+            f"MRSIGNER_SEAM {td.mr_signer_seam.hex()} is not {mrsigner.hex()}",
+            hint,
+        )
+        return None
+    seam = td.seam_attributes
+    if any((a ^ e) & m for a, e, m in zip(seam, attributes, mask, strict=True)):
+        run.fail(
+            FailureCode.TDX_MODULE_MISMATCH,
+            check,
+            f"SEAMATTRIBUTES {seam.hex()} under mask {mask.hex()} are not "
+            f"{bytes(e & m for e, m in zip(attributes, mask, strict=True)).hex()}",
+            hint,
+        )
+        return None
+    if levels is None:
+        return _NO_MODULE_LEVELS
+    for module_level in levels:
+        if module_level.isvsvn <= isvsvn:
+            return StatusDetail(
+                TcbStatus(module_level.tcb_status.value), tuple(module_level.advisory_ids)
+            )
+    run.fail(
+        FailureCode.TCB_LEVEL_NOT_FOUND,
+        check,
+        f"TDX module ISVSVN {isvsvn} is below every level of identity TDX_{version:02X}",
+        hint,
+    )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
