@@ -32,6 +32,11 @@ Example (every key optional)::
     [metrics]                     # optional: Prometheus exposition over HTTP
     address = "127.0.0.1:9464"
 
+    [launchctl]                   # optional: the launch-control daemon's authority socket
+    socket = "run/launchctl-authority/authority.sock"
+    timeout_seconds = 5.0         # deadline of each token or policy request
+    load_policy = true            # pull the load policy from it (fail closed when unreachable)
+
     [load_policy]
     allowed_dirs = ["enclaves"]
     allowed_digests = []          # absent: any image; present: only these SHA-256 (hex)
@@ -110,6 +115,15 @@ class TcpConfig:
 
 
 @dataclass(frozen=True)
+class LaunchctlConfig:
+    """Where the launch authority (and, with ``load_policy``, the load policy) comes from."""
+
+    socket: Path
+    timeout_seconds: float = 5.0
+    load_policy: bool = True
+
+
+@dataclass(frozen=True)
 class PlatformConfig:
     state_dir: Path
     launch_mode: LaunchMode
@@ -121,6 +135,7 @@ class PlatformConfig:
     load_policy: LoadPolicy
     tcp: TcpConfig | None = None
     metrics_address: str | None = None
+    launchctl: LaunchctlConfig | None = None
 
     @property
     def platform_dir(self) -> Path:
@@ -282,6 +297,20 @@ def parse_config(text: str, state_dir: Path) -> PlatformConfig:
             raise ConfigError("metrics.address: expected HOST:PORT")
         t.finish()
 
+    launchctl = None
+    if (t := top.table("launchctl")) is not None:
+        socket = t.take("socket", str, "")
+        if not socket:
+            raise ConfigError("launchctl.socket: the authority socket's path is required")
+        timeout = float(t.take("timeout_seconds", (int, float), 5.0))
+        _positive(timeout, "launchctl.timeout_seconds")
+        launchctl = LaunchctlConfig(
+            socket=_path(state_dir, socket, "launchctl.socket"),
+            timeout_seconds=timeout,
+            load_policy=t.take("load_policy", bool, True),
+        )
+        t.finish()
+
     policy = LoadPolicy.defaults(state_dir / "enclaves")
     if (t := top.table("load_policy")) is not None:
         dirs = t.take("allowed_dirs", list, None)
@@ -314,6 +343,7 @@ def parse_config(text: str, state_dir: Path) -> PlatformConfig:
         load_policy=policy,
         tcp=tcp,
         metrics_address=metrics,
+        launchctl=launchctl,
     )
 
 

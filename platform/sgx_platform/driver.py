@@ -567,11 +567,17 @@ class Driver:
                 "token launch mode needs a launch authority and none is connected; the launch "
                 "fails closed"
             )
-        request = TokenRequest(sigstruct, enclave.secs.to_bytes(), mrsigner, mrenclave)
+        request = TokenRequest(
+            sigstruct, enclave.secs.to_bytes(), mrsigner, mrenclave,
+            _boot_epoch_bytes(self._cpu.boot_epoch),
+        )
         try:
             token = authority.issue_token(request)
         except LaunchDeniedError as e:
-            _event(logging.WARNING, "launch_denied", reason=e.reason, **fields)
+            _event(logging.WARNING, "launch_denied", reason=e.reason, rule=e.rule, **fields)
+            raise
+        except LaunchAuthorityUnavailableError as e:
+            _event(logging.WARNING, "launch_failed_closed", reason=e.reason, **fields)
             raise
         except Exception as e:  # any other failure: no answer, fail closed
             _event(logging.WARNING, "launch_failed_closed",

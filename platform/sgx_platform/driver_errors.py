@@ -69,24 +69,33 @@ class LoadPolicyDeniedError(DriverError):
 
 
 class LaunchDeniedError(DriverError):
-    """The launch authority refused to issue an EINITTOKEN (token mode; EACCES)."""
+    """The launch authority refused to issue an EINITTOKEN (token mode; EACCES).
 
-    def __init__(self, message: str, hint: str = "", *, reason: str = "LAUNCH_DENIED") -> None:
-        super().__init__(
-            _errno.EACCES, message, reason=reason, rule="launch_authority", hint=hint
-        )
+    ``rule`` names the authority's rule that decided (``signer``, ``allow_debug``, ...), or
+    ``launch_authority`` when it names none.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str = "",
+        *,
+        reason: str = "LAUNCH_DENIED",
+        rule: str = "launch_authority",
+    ) -> None:
+        super().__init__(_errno.EACCES, message, reason=reason, rule=rule, hint=hint)
 
 
 class LaunchAuthorityUnavailableError(DriverError):
     """No launch authority answered: token mode fails closed (EAGAIN, retry later)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(
             _errno.EAGAIN,
             message,
             reason="LAUNCH_AUTHORITY_UNAVAILABLE",
             rule="launch_authority",
-            hint="start the launch-control service (sgxemu launchctl serve) and retry",
+            hint=hint or "start the launch-control service (sgxemu launchctl serve) and retry",
         )
 
 

@@ -11,9 +11,9 @@ Invariants:
   4096-byte SECS as ECREATE received it (attributes, MISCSELECT, size; no identity fields), so
   the authority decides on what EINIT will check and nothing else.
 * An implementation bounds its own wait (a network call has a deadline). It raises
-  :class:`~sgx_platform.driver_errors.LaunchDeniedError` to refuse; any other failure means
-  "no answer", and the driver fails closed
-  (:class:`~sgx_platform.driver_errors.LaunchAuthorityUnavailableError`).
+  :class:`~sgx_platform.driver_errors.LaunchDeniedError` to refuse, and may raise
+  :class:`~sgx_platform.driver_errors.LaunchAuthorityUnavailableError` to say why it has no
+  answer; any other failure also means "no answer". Either way the driver fails closed.
 * The driver does not trust the token: EINIT checks its MAC, MRENCLAVE, MRSIGNER, attributes
   and CPUSVN as the SDM says (§5.1 steps 13-17).
 """
@@ -39,6 +39,9 @@ class TokenRequest:
     mrsigner: Measurement
     #: SIGSTRUCT.ENCLAVEHASH (EINIT will check the measured pages against it).
     mrenclave: Measurement
+    #: The platform's boot epoch (8 bytes): the token is for this boot only (the EINITTOKEN key
+    #: depends on the LE registers, which a reset may change).
+    boot_epoch: bytes = b""
 
     def parsed_sigstruct(self) -> Sigstruct:
         """The SIGSTRUCT, strictly parsed (raises ``MalformedStructureError``)."""

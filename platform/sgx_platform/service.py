@@ -13,6 +13,9 @@ Invariants:
 * One boot of the CPU per service object; a restart (a new object on the same fuses) and a
   reset both change the boot epoch, which makes every old enclave handle stale.
 * Expired leases are reaped in the background, returning their EPC pages.
+* With ``[launchctl]`` configured, the launch-control daemon is the launch authority (token
+  mode) and, unless ``load_policy = false``, the source of the load policy; unreachable, both
+  fail closed.
 * Nothing is read at import time; configuration comes in as a
   :class:`~sgx_platform.config.PlatformConfig`. Logs are structured (``event`` and ``fields``
   on every record from the driver; :class:`JsonLogFormatter` prints them as JSON lines).
@@ -39,6 +42,7 @@ from sgx_platform.fuses import PlatformFuses
 from sgx_platform.launch_authority import LaunchAuthority
 from sgx_platform.load_policy import LoadPolicyProvider, StaticLoadPolicyProvider
 from sgx_platform.metrics import PlatformMetrics
+from sgx_platform.rpc.launchctl import LaunchControlClient
 from sgx_platform.rpc.servicer import (
     ROLE_DEVICE,
     ROLE_OWNER,
@@ -110,6 +114,17 @@ class PlatformService:
         self.config = config
         self.fuses = fuses or PlatformFuses.open(config.platform_dir / FUSES_DIR_NAME)
         self.cpu = SgxCpu(self.fuses, epc_pages=config.epc.pages, eviction=config.epc.eviction)
+        self.launchctl: LaunchControlClient | None = None
+        if config.launchctl is not None:
+            cpu = self.cpu
+            self.launchctl = LaunchControlClient.unix(
+                config.launchctl.socket,
+                boot_epoch=lambda: cpu.boot_epoch.to_bytes(8, "little"),
+                timeout=config.launchctl.timeout_seconds,
+            )
+            launch_authority = launch_authority or self.launchctl
+            if config.launchctl.load_policy and policy_provider is None:
+                policy_provider = self.launchctl
         self.driver = Driver(
             self.cpu,
             policy_provider=policy_provider or StaticLoadPolicyProvider(config.load_policy),
@@ -197,6 +212,8 @@ class PlatformService:
             self._metrics_server = None
         if self._reaper is not None:
             self._reaper.join(timeout=5)
+        if self.launchctl is not None:
+            self.launchctl.close()
 
     def serve_forever(self, grace: float = 5.0) -> None:
         self._stop.clear()

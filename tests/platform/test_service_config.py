@@ -101,3 +101,15 @@ def test_load_config_reads_the_platform_file(tmp_path: Path) -> None:
         load_config(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path, tmp_path / "nope.toml")
+
+
+def test_the_launchctl_table() -> None:
+    c = parse_config('[launchctl]\nsocket = "run/lc/authority.sock"\nload_policy = false\n', STATE)
+    assert c.launchctl is not None
+    assert c.launchctl.socket == STATE / "run" / "lc" / "authority.sock"
+    assert (c.launchctl.timeout_seconds, c.launchctl.load_policy) == (5.0, False)
+    for bad, needle in (("[launchctl]\n", "launchctl.socket"),
+                        ('[launchctl]\nsocket = "x"\ntimeout_seconds = 0\n', "timeout_seconds"),
+                        ('[launchctl]\nsocket = "x"\nhost = "y"\n', "launchctl.host")):
+        with pytest.raises(ConfigError, match=needle):
+            parse_config(bad, STATE)
