@@ -606,6 +606,8 @@ def test_reverification_with_the_token_collateral_ids(served: Served) -> None:
     served.clock.now += 10 * 86400
     again = _verify(served.stub, quote=_quote(), collateral_ids=ids, at=first.at)
     assert again.accepted and [c.id for c in again.collateral] == ids and again.at == first.at
+    # An as-of answer about a past time never carries a token.
+    assert first.token and again.token == ""
 
 
 @pytest.fixture()

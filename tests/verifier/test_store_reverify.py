@@ -85,6 +85,7 @@ def test_each_generation_verifies_the_quote_for_its_own_time(
     then = service.verify(VerificationRequest(quote=quote, at=then_at))
     assert then.verdict.verified and then.accepted, then.verdict.failures
     assert then.at == then_at
+    assert now.token is not None and then.token is None  # no token for a past time
     assert set(dict(then.collateral).values()).isdisjoint(dict(now.collateral).values())
     # The ids name exactly what was used: the verdict's own ids agree with the store's.
     used = {c.name: c.sha256 for c in then.verdict.collateral}

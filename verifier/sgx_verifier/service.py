@@ -9,9 +9,11 @@ Invariants:
   so the same verdict can be re-checked "as of" its time.
 * A challenge is redeemed (and so burnt) only for a verified quote, against the REPORTDATA the
   appraisal proved; its refusal is a policy violation, not an RPC error.
-* A token is signed only for an accepted result (verified and policy passed), for one audience;
-  it carries the verdict's claims, the quote hash, the collateral ids, the trust anchor and the
-  policy hash.
+* A token is signed only for an accepted result (verified and policy passed) appraised at the
+  present (no ``at``, or one within :data:`PRESENT` seconds of now), for one audience; it
+  carries the verdict's claims, the quote hash, the collateral ids, the trust anchor and the
+  policy hash. An as-of re-verification answers, but never yields a token: a token must not
+  let a quote that is unacceptable now pass as acceptable by naming a past time.
 * Collateral grace (a policy relaxation, off by default): when an appraisal fails *only*
   because collateral is past its nextUpdate, by no more than the grace, it is redone at the
   last instant at which every item was current, and the result says so.
@@ -80,6 +82,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ISSUER = "sgxemu-verifier"
 DEFAULT_AUDIENCE = "sgxemu"
 MAX_QUOTE = 1 << 20
+#: How far from now a requested verification time still counts as the present (for tokens).
+PRESENT = 300
 MAX_USER_DATA = 1 << 16
 #: How far ahead expiry is reported by default.
 EXPIRY_HORIZON = 7 * 24 * 3600
@@ -713,7 +717,8 @@ class VerifierService:
             challenge_redeemed=redeemed,
             grace_applied=grace_applied,
         )
-        if result.accepted:
+        present = request.at is None or abs(request.at - now) <= PRESENT
+        if result.accepted and present:
             token = self.tokens.sign(
                 token_claims(result),
                 audience=request.audience or self.default_audience,

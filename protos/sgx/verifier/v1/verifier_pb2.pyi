@@ -474,7 +474,9 @@ class VerifyQuoteResponse(_message.Message):
     quote_version: _builtins.int
     fmspc: _builtins.bytes
     token: _builtins.str
-    """A JWT (ES256) over the result, for the requested audience; empty unless accepted."""
+    """A JWT (ES256) over the result, for the requested audience; empty unless accepted and
+    appraised at the present (an as-of re-verification of a past time gets no token).
+    """
     at: _builtins.int
     """The verification time used, Unix seconds."""
     quote_sha256: _builtins.bytes
