@@ -42,7 +42,6 @@ class Check(StrEnum):
 
     QUOTE_FORMAT = "quote.format"
     CERTIFICATION_DATA = "quote.certification_data"
-    ANCHOR = "anchor"
     PCK_CHAIN = "pck.chain"
     ROOT_CRL = "crl.root"
     PCK_CRL = "crl.pck"
