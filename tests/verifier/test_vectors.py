@@ -30,6 +30,7 @@ from sgx_platform.arch.dcap.qe_identity import EnclaveIdentity, EnclaveIdentityI
 from sgx_platform.arch.dcap.quote import (
     CertificationDataType,
     PckCertChainCertificationData,
+    PckLeafCertificationData,
     PpidCertificationData,
     QuoteHeader,
     build_quote_v3,
@@ -174,6 +175,18 @@ def type3_quote(pce_id: bytes) -> bytes:
     return F.quote(certification_data=data)
 
 
+def type1_quote(ppid: bytes) -> bytes:
+    data = PpidCertificationData(
+        CertificationDataType.PPID_CLEARTEXT, ppid, F.tcb.cpusvn, PCESVN, F.platform.pce_id
+    )
+    return F.quote(certification_data=data)
+
+
+def type4_quote() -> bytes:
+    leaf = F.pcs().select_pck(F.tcb, pce_id=F.platform.pce_id).leaf
+    return F.quote(certification_data=PckLeafCertificationData(pem(leaf)))
+
+
 def pck_chain_pem() -> bytes:
     return F.pcs().select_pck(F.tcb, pce_id=F.platform.pce_id).pem()
 
@@ -310,6 +323,34 @@ def build_vectors() -> list[Vector]:
             "UpToDate",
             quote=type3_quote(F.platform.pce_id),
             pck_chain=pck_chain_pem(),
+            dcap_qvl="dcap-qvl takes no PCK chain from outside a type-5 quote",
+        ),
+        _valid(
+            "valid-type1-with-supplied-pck-chain",
+            "UpToDate",
+            quote=type1_quote(F.platform.ppid),
+            pck_chain=pck_chain_pem(),
+            dcap_qvl="dcap-qvl takes no PCK chain from outside a type-5 quote",
+        ),
+        _valid(
+            "valid-type4-with-supplied-ca-chain",
+            "UpToDate",
+            quote=type4_quote(),
+            pck_chain=F.pki.pck_issuer_chain_pem(PckCa.PROCESSOR).encode(),
+            dcap_qvl="dcap-qvl takes no PCK chain from outside a type-5 quote",
+        ),
+        _valid(
+            "valid-type1-with-supplied-pck-chain",
+            "UpToDate",
+            quote=type1_quote(F.platform.ppid),
+            pck_chain=pck_chain_pem(),
+            dcap_qvl="dcap-qvl takes no PCK chain from outside a type-5 quote",
+        ),
+        _valid(
+            "valid-type4-with-supplied-ca-chain",
+            "UpToDate",
+            quote=type4_quote(),
+            pck_chain=F.pki.pck_issuer_chain_pem(PckCa.PROCESSOR).encode(),
             dcap_qvl="dcap-qvl takes no PCK chain from outside a type-5 quote",
         ),
         # -- the platform's TCB level ----------------------------------------------------------
@@ -481,6 +522,20 @@ def build_vectors() -> list[Vector]:
             quote=type3_quote(bytes.fromhex("0001")),
             pck_chain=pck_chain_pem(),
             dcap_qvl="dcap-qvl takes no PCK chain from outside a type-5 quote",
+        ),
+        _failing(
+            "pck-cert-mismatch-ppid",
+            Check.CERTIFICATION_DATA,
+            FailureCode.PCK_CERT_MISMATCH,
+            quote=type1_quote(bytes(16)),
+            pck_chain=pck_chain_pem(),
+            dcap_qvl="dcap-qvl takes no PCK chain from outside a type-5 quote",
+        ),
+        _failing(
+            "pck-chain-required-type4",
+            Check.CERTIFICATION_DATA,
+            FailureCode.PCK_CHAIN_REQUIRED,
+            quote=type4_quote(),
         ),
         # -- the PCK certificate --
         _failing(
