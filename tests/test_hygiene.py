@@ -109,14 +109,29 @@ def test_verifier_uses_only_arch_of_the_platform() -> None:
         assert not _under(loaded, forbidden), forbidden
 
 
+#: What quoting and launchctl may load of the platform: the pure arch library and the
+#: platform's published gRPC client (which itself loads only arch, generated code and sgx_rpc).
+PLATFORM_API_MODULES = ("sgx_platform.rpc", "sgx_platform.rpc.client")
+
+
 @pytest.mark.parametrize("package", ["sgx_quoting", "sgx_launchctl"])
 def test_quoting_and_launchctl_use_the_platform_only_through_its_api(package: str) -> None:
     loaded = _modules_loaded_by(package)
     platform_modules = [m for m in _under(loaded, "sgx_platform") if m != "sgx_platform"]
-    assert all(m.startswith("sgx_platform.arch") for m in platform_modules), platform_modules
+    assert all(
+        m.startswith("sgx_platform.arch") or m in PLATFORM_API_MODULES for m in platform_modules
+    ), platform_modules
     others = {"sgx_quoting", "sgx_launchctl"} - {package}
     for forbidden in (*others, "sgx_verifier", "sgxemu_cli", "dcap_qvl"):
         assert not _under(loaded, forbidden), forbidden
+
+
+def test_the_platform_client_loads_no_emulator_state() -> None:
+    loaded = _modules_loaded_by("sgx_platform.rpc.client")
+    platform_modules = [m for m in _under(loaded, "sgx_platform") if m != "sgx_platform"]
+    assert all(
+        m.startswith("sgx_platform.arch") or m in PLATFORM_API_MODULES for m in platform_modules
+    ), platform_modules
 
 
 def test_rpc_runtime_imports_no_component() -> None:

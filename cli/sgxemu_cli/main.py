@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sgxemu_cli.commands.image",
     "sgxemu_cli.commands.demo",
     "sgxemu_cli.commands.pcs",
+    "sgxemu_cli.commands.platform",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -162,7 +162,7 @@ class _AuthorizationInterceptor(_Interceptor):
                     "use the socket or certificate that grants it",
                     reason="PERMISSION_DENIED",
                     domain=authorizer.domain,
-                    metadata={"method": method, "role": caller.role},
+                    metadata={"errno": "EACCES", "method": method, "role": caller.role},
                 )
             return caller
 

@@ -24,9 +24,11 @@ def test_init_lays_out_a_private_state_directory(tmp_path: Path) -> None:
     target = tmp_path / "state"
     initialize(target)
     layout = StateLayout(target)
-    assert _mode(target) == 0o700
+    # Traversable, not listable: the device socket's own mode is the gate.
+    assert _mode(target) == 0o711
+    assert _mode(layout.run) == 0o711
     assert layout.marker.is_file() and _mode(layout.marker) == 0o600
-    for d in (layout.run, layout.tls, *(layout.component(s) for s in SERVICES)):
+    for d in (layout.tls, *(layout.component(s) for s in SERVICES)):
         assert d.is_dir() and _mode(d) == 0o700, d
     assert layout.enclaves.is_dir()
     secrets = [p for p in target.rglob("*") if p.suffix == ".key"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -38,17 +39,31 @@ def _service_tls(layout: StateLayout) -> dict[str, str]:
 
 
 def _directories(layout: StateLayout) -> dict[str, str]:
-    for path in (layout.run, layout.logs, *(layout.component(s) for s in SERVICES)):
+    for path in (layout.logs, *(layout.component(s) for s in SERVICES)):
         make_private_dir(path)
+    # The root and run/ can be traversed (not listed) by other users, so that the device
+    # socket's own file mode is the gate, as /dev/sgx_enclave's is; everything else is private.
+    os.chmod(layout.root, 0o711)  # noqa: S103 - traversable only; files inside are 0600
+    make_private_dir(layout.run, 0o711)
     # Enclave images are read by the platform; the directory is the default allowed directory
     # of the load policy.
     make_private_dir(layout.enclaves, 0o755)
     return {"enclaves": str(layout.enclaves), "run": str(layout.run)}
 
 
+def _platform(layout: StateLayout) -> dict[str, str]:
+    from sgx_platform.service import initialize_state
+
+    return initialize_state(layout.component("platform"))
+
+
 def initializers() -> list[Initializer]:
     """Every component's initializer, in order. Components add theirs here as they land."""
-    return [Initializer("directories", _directories), Initializer("service TLS", _service_tls)]
+    return [
+        Initializer("directories", _directories),
+        Initializer("service TLS", _service_tls),
+        Initializer("platform", _platform),
+    ]
 
 
 def initialize(target: Path) -> dict[str, dict[str, str]]:
