@@ -264,3 +264,19 @@ def test_unknown_files_name_the_known_formats(data: bytes) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="cannot read"):
         items_from_file(tmp_path / "nope.json")
+
+
+def test_redirects_are_followed_only_to_http(server: tuple[str, Replay]) -> None:
+    url, replay = server
+    key = ("/sgx/certification/v4/qe/identity", "")
+    target = replay.routes[key]
+    replay.routes[("/moved/qe", "")] = target
+    replay.routes[key] = (302, {"Location": f"{url}/moved/qe"}, b"")
+    assert PcsClient(url).qe_identity().key == "QE"
+    replay.routes[key] = (302, {"Location": "file:///etc/passwd"}, b"")
+    with pytest.raises(FetchError, match="file:///etc/passwd"):
+        PcsClient(url).qe_identity()
+    # urllib itself would follow ftp: redirects; the client does not.
+    replay.routes[key] = (302, {"Location": "ftp://127.0.0.1/qe"}, b"")
+    with pytest.raises(FetchError, match="refusing a redirect"):
+        PcsClient(url).qe_identity()

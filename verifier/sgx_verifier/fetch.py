@@ -31,7 +31,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
 from enum import StrEnum
+from http.client import HTTPMessage
 from pathlib import Path
+from typing import IO
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -172,6 +174,23 @@ def _issuer_cn(crl_der: bytes) -> str:
     return str(names[0].value) if names else ""
 
 
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http(s) URLs (no ftp:, file: or data: from a mirror)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise FetchError(f"GET {req.full_url}: refusing a redirect to {newurl!r}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class PcsClient:
     """Fetches TCB Info, QE Identity and CRLs from an Intel PCS v4 API or a PCCS."""
 
@@ -200,7 +219,16 @@ class PcsClient:
             raise FetchError(f"{root_ca_crl_url!r} is not an http(s) URL")
         self._root_ca_crl_url = root_ca_crl_url
         context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+        self._opener = urllib.request.OpenerDirector()
+        for handler in (
+            urllib.request.ProxyHandler(),
+            urllib.request.HTTPHandler(),
+            urllib.request.HTTPSHandler(context=context),
+            _HttpOnlyRedirects(),
+            urllib.request.HTTPDefaultErrorHandler(),
+            urllib.request.HTTPErrorProcessor(),
+        ):
+            self._opener.add_handler(handler)
 
     @property
     def base_url(self) -> str:
