@@ -21,26 +21,16 @@ from sgx_platform.arch.sgxs import write_sgxs
 from sgx_platform.arch.signing import generate_signing_key, mrsigner_of_public_key, sign_sigstruct
 from sgx_platform.config import load_config
 from sgx_platform.rpc.client import PlatformClient
-from sgx_platform.service import PlatformService, initialize_state
+from sgx_platform.service import PlatformService
 from sgxemu_cli import main as cli_main
 from sgxemu_cli.commands.init import initialize
 
-MODULE = "sgxemu_cli.commands.platform"
 IMAGE = build_image(code_pages=2, data_pages=1, heap_pages=1)
-
-
-@pytest.fixture(autouse=True)
-def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until the lead lists the module in main.COMMAND_MODULES, add it for these tests."""
-    if MODULE not in cli_main.COMMAND_MODULES:
-        monkeypatch.setattr(cli_main, "COMMAND_MODULES", (*cli_main.COMMAND_MODULES, MODULE))
 
 
 def make_state(root: Path) -> Path:
     state = root / "s"
     initialize(state)
-    if not (state / "platform" / "fuses").exists():
-        initialize_state(state / "platform")
     return state
 
 
@@ -181,13 +171,7 @@ def test_commands_without_a_running_service_say_how_to_start_it(
 
 
 def test_platform_serve_runs_until_sigterm(state: Path) -> None:
-    script = (
-        "import sys\n"
-        "from sgxemu_cli import main as m\n"
-        f"if {MODULE!r} not in m.COMMAND_MODULES:\n"
-        f"    m.COMMAND_MODULES = (*m.COMMAND_MODULES, {MODULE!r})\n"
-        "sys.exit(m.main(sys.argv[1:]))\n"
-    )
+    script = "import sys\nfrom sgxemu_cli import main as m\nsys.exit(m.main(sys.argv[1:]))\n"
     proc = subprocess.Popen(
         [sys.executable, "-c", script, "--state", str(state), "platform", "serve", "--log-json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
