@@ -197,3 +197,25 @@ def test_serve_challenge_and_remote_verify(
     assert cli.verify_remote(plain, b"junk") == 64
     bound = f.quote(isv_report=f.isv_report(report_data=binding_digest(challenge) + bytes(32)))
     assert cli.verify_remote(args, bound, at=at) == 0
+
+
+def test_config_is_strict_and_resolves_relative_paths(tmp_path: Path) -> None:
+    from sgx_verifier.service import ConfigError, VerifierConfig
+
+    config = VerifierConfig.from_toml(
+        '[server]\nlisten = "127.0.0.1:9"\n[storage]\ncollateral_db = "db/c.sqlite"\n'
+        '[[anchors]]\nname = "x"\ncertificate = "/abs/root.der"\n',
+        tmp_path,
+    )
+    assert config.listen == "127.0.0.1:9"
+    assert config.resolve(config.collateral_db) == tmp_path / "db" / "c.sqlite"
+    assert config.anchors[0].certificate == Path("/abs/root.der")
+    for text, match in [
+        ("[serverr]\n", "unknown sections"),
+        ('[server]\nlisen = "x"\n', "unknown keys"),
+        ("[tokens]\nlifetime = 0\n", "positive integer"),
+        ('[[anchors]]\nname = "x"\n', "exactly name and certificate"),
+        ("[server\n", "not valid TOML"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            VerifierConfig.from_toml(text, tmp_path)
