@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from sgx_platform.arch.measurement import Measurement
 from sgx_platform.arch.report import ReportBody
 from sgx_quoting.enclave_errors import (
     AttestationKeyError,
@@ -182,52 +183,15 @@ class QuotingEngine:
     # -- launching -------------------------------------------------------------------------------
 
     def _destroy_quietly(self, handle: bytes) -> None:
-        try:
-            self._platform.destroy_enclave(handle)
-        except QuotingError as e:
-            log.debug("destroying a quoting enclave: %s", e)
-
-    def _launch_one(self, entry: EnclaveEntry, mrsigner_hex: str) -> tuple[bytes, float]:
-        sigstruct = entry.read_sigstruct()
-        what = entry.name.upper()
-        try:
-            loaded = self._platform.load_enclave_from_file(
-                entry.image, sigstruct, provision_key=True
-            )
-        except PlatformCallError as e:
-            raise _launch_error(what, "load", e) from e
-        try:
-            if loaded.image_sha256 != entry.image_sha256:
-                raise QuotingStateError(
-                    f"the platform loaded a {what} image with SHA-256 {loaded.image_sha256.hex()}"
-                    f", not the manifest's {entry.image_sha256.hex()} ({entry.image})"
-                )
-            try:
-                self._platform.grant_provision_key(loaded.handle)
-                mrenclave, mrsigner = self._platform.init_enclave(loaded.handle, sigstruct)
-            except PlatformCallError as e:
-                raise _launch_error(what, "initialize", e) from e
-            if mrenclave != entry.mrenclave or mrsigner.hex() != mrsigner_hex:
-                raise QuotingStateError(
-                    f"the {what} launched as MRENCLAVE {mrenclave.hex()} MRSIGNER "
-                    f"{mrsigner.hex()}, not the manifest's"
-                )
-        except BaseException:
-            self._destroy_quietly(loaded.handle)
-            raise
-        log.info(
-            "launched the %s (enclave %s, MRENCLAVE %s, ISVSVN %d)",
-            what, loaded.enclave_id, entry.mrenclave.hex(), entry.isvsvn,
-        )
-        return loaded.handle, loaded.lease_seconds
+        destroy_quietly(self._platform, handle)
 
     def _launch(self) -> _Enclaves:
         """Launch, restore the key, certify. Caller holds the lock."""
         manifest = EnclaveManifest.load(self._dir)
-        mrsigner = manifest.mrsigner.hex()
-        pce_handle, pce_lease = self._launch_one(manifest.pce, mrsigner)
+        mrsigner = manifest.mrsigner
+        pce_handle, pce_lease = launch_quoting_enclave(self._platform, manifest.pce, mrsigner)
         try:
-            qe_handle, qe_lease = self._launch_one(manifest.qe, mrsigner)
+            qe_handle, qe_lease = launch_quoting_enclave(self._platform, manifest.qe, mrsigner)
         except BaseException:
             self._destroy_quietly(pce_handle)
             raise
@@ -423,6 +387,52 @@ class QuotingEngine:
             )
 
         return self._with_enclaves(op)
+
+
+def destroy_quietly(platform: PlatformPort, handle: bytes) -> None:
+    """Destroy an enclave; a failure (already gone, platform down) is only logged."""
+    try:
+        platform.destroy_enclave(handle)
+    except QuotingError as e:
+        log.debug("destroying a quoting enclave: %s", e)
+
+
+def launch_quoting_enclave(
+    platform: PlatformPort, entry: EnclaveEntry, mrsigner: Measurement
+) -> tuple[bytes, float]:
+    """Load ``entry`` from its image file, grant PROVISIONKEY, initialize; returns the handle
+    and the lease period. MRENCLAVE, MRSIGNER and the image digest must be the manifest's; a
+    failure after the load destroys the enclave again."""
+    sigstruct = entry.read_sigstruct()
+    what = entry.name.upper()
+    try:
+        loaded = platform.load_enclave_from_file(entry.image, sigstruct, provision_key=True)
+    except PlatformCallError as e:
+        raise _launch_error(what, "load", e) from e
+    try:
+        if loaded.image_sha256 != entry.image_sha256:
+            raise QuotingStateError(
+                f"the platform loaded a {what} image with SHA-256 {loaded.image_sha256.hex()}, "
+                f"not the manifest's {entry.image_sha256.hex()} ({entry.image})"
+            )
+        try:
+            platform.grant_provision_key(loaded.handle)
+            got_mrenclave, got_mrsigner = platform.init_enclave(loaded.handle, sigstruct)
+        except PlatformCallError as e:
+            raise _launch_error(what, "initialize", e) from e
+        if got_mrenclave != entry.mrenclave or got_mrsigner != mrsigner:
+            raise QuotingStateError(
+                f"the {what} launched as MRENCLAVE {got_mrenclave.hex()} MRSIGNER "
+                f"{got_mrsigner.hex()}, not the manifest's"
+            )
+    except BaseException:
+        destroy_quietly(platform, loaded.handle)
+        raise
+    log.info(
+        "launched the %s (enclave %s, MRENCLAVE %s, ISVSVN %d)",
+        what, loaded.enclave_id, entry.mrenclave.hex(), entry.isvsvn,
+    )
+    return loaded.handle, loaded.lease_seconds
 
 
 def _launch_error(what: str, step: str, error: PlatformCallError) -> QuotingError:
