@@ -332,9 +332,18 @@ class Store:
                 "silently",
                 reason="STATE_MISSING",
             )
-        conn = _connect(path)
+        try:
+            conn = _connect(path)
+        except sqlite3.Error as e:
+            raise StateIntegrityError(f"{path} is not a launch-control database: {e}") from None
         try:
             store = cls._open(conn, path, key_source, default_policy, caller)
+        except sqlite3.Error as e:
+            conn.close()
+            raise StateIntegrityError(
+                f"the launch-control database {path} is damaged or was changed outside the "
+                f"daemon: {e}"
+            ) from None
         except BaseException:
             conn.close()
             raise
@@ -349,10 +358,7 @@ class Store:
         default_policy: LoadPolicy,
         caller: str,
     ) -> Store:
-        try:
-            meta = _read_meta(conn)
-        except sqlite3.DatabaseError as e:
-            raise StateIntegrityError(f"{path} is not a launch-control database: {e}") from None
+        meta = _read_meta(conn)
         if meta.get("format") != str(FORMAT):
             raise StateIntegrityError(
                 f"{path}: unknown database format {meta.get('format')!r} (expected {FORMAT})"
