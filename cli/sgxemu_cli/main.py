@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sgxemu_cli.commands.demo",
     "sgxemu_cli.commands.pcs",
     "sgxemu_cli.commands.platform",
+    "sgxemu_cli.commands.services",
 )
 
 Handler = Callable[[argparse.Namespace], int]
