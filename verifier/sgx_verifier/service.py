@@ -749,13 +749,15 @@ class VerifierService:
         if not verdict.failures or not set(verdict.codes()) <= _FRESHNESS_CODES:
             return verdict, 0, at
         newest_issue = max(i.issue_date for i in items.values())
-        first_expiry = min(i.next_update for i in items.values())
-        if newest_issue > first_expiry or at - first_expiry > grace or first_expiry >= at:
+        # The last second at which every item was current (nextUpdate itself counts as
+        # stale, as webpki and the appraisal treat it).
+        last_current = min(i.next_update for i in items.values()) - 1
+        if newest_issue > last_current or at - last_current > grace or last_current >= at:
             return verdict, 0, at
         retry = self._appraise(
             request.quote,
             collateral,
-            at=first_expiry,
+            at=last_current,
             anchors=self.anchors,
             pck_chain=request.pck_chain,
         )
@@ -763,10 +765,10 @@ class VerifierService:
             return verdict, 0, at
         log.warning(
             "collateral grace: appraised as of %d, %d s before now, as the policy allows",
-            first_expiry,
-            at - first_expiry,
+            last_current,
+            at - last_current,
         )
-        return retry, at - first_expiry, first_expiry
+        return retry, at - last_current, last_current
 
 
 # ---------------------------------------------------------------------------------------------
