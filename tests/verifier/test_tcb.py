@@ -22,6 +22,7 @@ from sgx_verifier import appraisal
 from sgx_verifier.tcb import (
     canonical_levels,
     converge,
+    enclave_levels,
     match_platform_level,
     merge_advisories,
     qe_level,
@@ -73,19 +74,27 @@ def test_levels_are_matched_in_canonical_order_not_json_order() -> None:
     info = _info(low, above, exact, exact_higher_pce)
     ordered = canonical_levels(info)
     assert [p.level for p in ordered] == [above, exact_higher_pce, exact, low]
-    assert match_platform_level(ordered, platform, 10) is exact
-    assert match_platform_level(ordered, platform, 11) is exact_higher_pce
-    assert match_platform_level(ordered, (4,) * 16, 10) is low
-    assert match_platform_level(ordered, (3,) * 16, 10) is None
-    assert match_platform_level(ordered, platform, 9) is None
+
+    def match(components: tuple[int, ...], pcesvn: int) -> TcbLevel | None:
+        found = match_platform_level(ordered, components, pcesvn)
+        return None if found is None else found.level
+
+    assert match(platform, 10) is exact
+    assert match(platform, 11) is exact_higher_pce
+    assert match((4,) * 16, 10) is low
+    assert match((3,) * 16, 10) is None
+    assert match(platform, 9) is None
     # One component below is enough to skip a level.
-    assert match_platform_level(ordered, (5,) * 15 + (4,), 10) is low
+    assert match((5,) * 15 + (4,), 10) is low
+    assert match_platform_level(ordered, platform, 10).detail.status is S.SW_HARDENING_NEEDED  # type: ignore[union-attr]
 
 
 def test_qe_levels_in_json_order_and_revoked_below_all() -> None:
-    levels = (
-        EnclaveTcbLevel(8, DATE, JsonStatus("UpToDate"), ()),
-        EnclaveTcbLevel(6, DATE, JsonStatus("OutOfDate"), ("INTEL-SA-00615",)),
+    levels = enclave_levels(
+        (
+            EnclaveTcbLevel(8, DATE, JsonStatus("UpToDate"), ()),
+            EnclaveTcbLevel(6, DATE, JsonStatus("OutOfDate"), ("INTEL-SA-00615",)),
+        )
     )
     assert qe_level(levels, 9).status is S.UP_TO_DATE
     assert qe_level(levels, 7) == StatusDetail(

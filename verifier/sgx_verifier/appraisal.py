@@ -74,9 +74,9 @@ from sgx_verifier.tcb import (
     PreparedLevel,
     canonical_levels,
     converge,
+    enclave_levels,
     match_platform_level,
     merge_advisories,
-    platform_detail,
     qe_level,
 )
 from sgx_verifier.verdict import (
@@ -129,6 +129,11 @@ def _enclave_identity(text: str) -> tuple[EnclaveIdentity, int, int]:
     )
 
 
+@lru_cache(maxsize=64)
+def _qe_levels(text: str) -> tuple[tuple[int, StatusDetail], ...]:
+    return enclave_levels(_enclave_identity(text)[0].tcb_levels)
+
+
 @lru_cache(maxsize=256)
 def _sgx_extension(leaf_der: bytes) -> SgxExtension:
     return sgx_extension_from_certificate(x509.load_der_x509_certificate(leaf_der))
@@ -147,6 +152,7 @@ def clear_caches() -> None:
     for cached in (
         _tcb_info,
         _enclave_identity,
+        _qe_levels,
         _sgx_extension,
         _der_signature,
         parse_certificate,
@@ -243,7 +249,7 @@ def appraise(
     _check_qe_binding(run, parsed)
     qe_status: StatusDetail | None = None
     if identity is not None:
-        qe_status = _check_qe_identity(run, qe_report, identity)
+        qe_status = _check_qe_identity(run, qe_report, *identity)
 
     # -- The quote signature -----------------------------------------------------------------------
     key = parsed.signature_data.attestation_public_key
@@ -692,7 +698,7 @@ def _signed_qe_identity(
     root_crl: Crl | None,
     *,
     tdx: bool,
-) -> EnclaveIdentity | None:
+) -> tuple[EnclaveIdentity, tuple[tuple[int, StatusDetail], ...]] | None:
     if item is None:
         run.fail(
             FailureCode.COLLATERAL_MISSING,
@@ -735,7 +741,7 @@ def _signed_qe_identity(
         _check_window(run, issue, next_update, Check.QE_IDENTITY_VALIDITY, "QE Identity")
         return None
     _check_window(run, issue, next_update, Check.QE_IDENTITY_VALIDITY, "QE Identity")
-    return identity
+    return identity, _qe_levels(item.text)
 
 
 def _check_qe_binding(run: _Run, quote: Quote) -> None:
@@ -751,7 +757,12 @@ def _check_qe_binding(run: _Run, quote: Quote) -> None:
         )
 
 
-def _check_qe_identity(run: _Run, report: ReportBody, identity: EnclaveIdentity) -> StatusDetail:
+def _check_qe_identity(
+    run: _Run,
+    report: ReportBody,
+    identity: EnclaveIdentity,
+    levels: tuple[tuple[int, StatusDetail], ...],
+) -> StatusDetail:
     check = Check.QE_IDENTITY_MATCH
     hint = (
         "the quote was not produced by the quoting enclave Intel's QE Identity describes "
@@ -796,7 +807,7 @@ def _check_qe_identity(run: _Run, report: ReportBody, identity: EnclaveIdentity)
         )
     if mismatches:
         run.fail(mismatches[0][0], check, "; ".join(m for _, m in mismatches), hint)
-    return qe_level(identity.tcb_levels, report.isvsvn)
+    return qe_level(levels, report.isvsvn)
 
 
 def _check_platform(
@@ -845,7 +856,7 @@ def _check_platform(
             "BIOS/microcode and PCK certificate",
         )
         return None
-    detail = platform_detail(level)
+    detail = level.detail
     if td is None:
         return detail
     module = _check_tdx_module(run, info, td)

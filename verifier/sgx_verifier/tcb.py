@@ -29,19 +29,22 @@ from sgx_verifier.verdict import StatusDetail, TcbStatus
 
 @dataclass(frozen=True, slots=True)
 class PreparedLevel:
-    """A platform level reduced to plain integers, for fast repeated matching."""
+    """A platform level reduced to plain integers and its status, for fast repeated matching."""
 
     sgx: tuple[int, ...]
     pcesvn: int
     tdx: tuple[int, ...] | None
     level: TcbLevel
+    detail: StatusDetail
 
 
 def canonical_levels(info: TcbInfo) -> tuple[PreparedLevel, ...]:
     """The platform levels of ``info`` in Intel's canonical (descending) order."""
     tdx = info.id is TcbInfoId.TDX
     prepared = [
-        PreparedLevel(level.tcb.sgx_svns, level.tcb.pcesvn, level.tcb.tdx_svns, level)
+        PreparedLevel(
+            level.tcb.sgx_svns, level.tcb.pcesvn, level.tcb.tdx_svns, level, _detail(level)
+        )
         for level in info.tcb_levels
     ]
     prepared.sort(
@@ -60,7 +63,7 @@ def match_platform_level(
     components: Sequence[int],
     pcesvn: int,
     tee_tcb_svn: Sequence[int] | None = None,
-) -> TcbLevel | None:
+) -> PreparedLevel | None:
     """The first canonical level the platform meets, or None."""
     for candidate in levels:
         if candidate.pcesvn > pcesvn or not _at_most(candidate.sgx, components):
@@ -68,28 +71,29 @@ def match_platform_level(
         if tee_tcb_svn is not None:
             if candidate.tdx is None or not _at_most(candidate.tdx, tee_tcb_svn):
                 continue
-        return candidate.level
+        return candidate
     return None
 
 
-def qe_level(levels: Sequence[EnclaveTcbLevel], isvsvn: int) -> StatusDetail:
+def enclave_levels(levels: Sequence[EnclaveTcbLevel]) -> tuple[tuple[int, StatusDetail], ...]:
+    """QE (or TDX module) levels as (ISVSVN, status), in JSON order."""
+    return tuple((level.isvsvn, _detail(level)) for level in levels)
+
+
+def qe_level(levels: Sequence[tuple[int, StatusDetail]], isvsvn: int) -> StatusDetail:
     """The QE's status: the first level (JSON order) with ISVSVN <= the report's, else Revoked."""
-    for level in levels:
-        if level.isvsvn <= isvsvn:
-            return StatusDetail(
-                TcbStatus(level.tcb_status.value),
-                tuple(level.advisory_ids),
-                _date(level),
-            )
+    for level_isvsvn, detail in levels:
+        if level_isvsvn <= isvsvn:
+            return detail
     return StatusDetail(TcbStatus.REVOKED)
 
 
-def platform_detail(level: TcbLevel) -> StatusDetail:
-    return StatusDetail(TcbStatus(level.tcb_status.value), tuple(level.advisory_ids), _date(level))
-
-
-def _date(level: TcbLevel | EnclaveTcbLevel) -> str:
-    return level.tcb_date.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _detail(level: TcbLevel | EnclaveTcbLevel) -> StatusDetail:
+    return StatusDetail(
+        TcbStatus(level.tcb_status.value),
+        tuple(level.advisory_ids),
+        level.tcb_date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
 
 
 def converge(platform: TcbStatus, component: TcbStatus) -> TcbStatus:
