@@ -93,10 +93,6 @@ class World:
         self.quoting: QuotingServer | None = None
         self.start_platform()
         self.start_quoting()
-        self.device = PlatformClient.unix(state / "run" / "platform.sock", timeout=30)
-        self.owner = PlatformClient.unix(
-            state / "run" / "platform-owner" / "owner.sock", timeout=30
-        )
         self.channel = unix_channel(state / "run" / "quoting.sock")
         self.stub = qgrpc.QuotingServiceStub(self.channel)
 
@@ -104,9 +100,17 @@ class World:
         config = parse_config(f"lease_seconds = {LEASE_SECONDS}\n[epc]\npages = 512\n", self.state)
         self.platform = PlatformService(config, max_workers=8)
         self.platform.start()
+        # New clients: a channel that saw the platform go away backs off before reconnecting.
+        self.device = PlatformClient.unix(self.state / "run" / "platform.sock", timeout=30)
+        self.owner = PlatformClient.unix(
+            self.state / "run" / "platform-owner" / "owner.sock", timeout=30
+        )
 
     def stop_platform(self) -> None:
         assert self.platform is not None
+        self._end_sessions()
+        self.device.close()
+        self.owner.close()
         self.platform.stop(grace=1)
         self.platform = None
 
@@ -119,12 +123,14 @@ class World:
         self.quoting.stop(grace=1)
         self.quoting = None
 
-    def close(self) -> None:
+    def _end_sessions(self) -> None:
         for session in self.sessions:
             session.close(destroy=False)
+        self.sessions.clear()
+
+    def close(self) -> None:
+        self._end_sessions()
         self.channel.close()
-        self.device.close()
-        self.owner.close()
         if self.quoting is not None:
             self.stop_quoting()
         if self.platform is not None:
@@ -442,3 +448,50 @@ def test_the_lease_renewal_relaunches_after_a_reset_without_a_request(world: Wor
     while metrics.value("sgxemu_quoting_enclave_launches_total") < 2:
         assert time.monotonic() < deadline, "the enclaves were not launched again"
         time.sleep(0.2)
+
+
+# -- the attestation key when its sealed copy is lost ---------------------------------------------
+
+
+def _attestation_key(world: World) -> bytes:
+    return world.stub.GetQuotingInfo(qpb.GetQuotingInfoRequest(), timeout=30).attestation_public_key
+
+
+@pytest.mark.parametrize("damage", ["junk", "flipped byte", "owner epoch"])
+def test_an_unopenable_sealed_key_is_replaced_by_a_new_one(world: World, damage: str) -> None:
+    before = _attestation_key(world)
+    path = world.state / "quoting" / "attestation-key.sealed"
+    world.stop_quoting()
+    if damage == "junk":
+        path.write_bytes(b"not sealed data")
+    elif damage == "flipped byte":
+        blob = bytearray(path.read_bytes())
+        blob[-1] ^= 1
+        path.write_bytes(bytes(blob))
+    else:
+        world.owner.set_owner_epoch(b"\x01" * 16)  # the old seal key is gone for good
+    world.start_quoting()
+    after = _attestation_key(world)
+    assert after != before
+    app = world.load_app()
+    quote = _parse(world.quote(world.report(app, bytes(64))))
+    assert quote.signature_data.attestation_public_key == after
+    assert world.verify(quote.to_bytes()).status == "UpToDate"
+    # The new key is sealed in place of the old one and survives the next restart.
+    world.stop_quoting()
+    world.start_quoting()
+    assert _attestation_key(world) == after
+
+
+def test_the_quoting_service_needs_the_platform_only_through_its_sockets(world: World) -> None:
+    """With the platform down, quoting answers UNAVAILABLE; once it is back, it carries on."""
+    report = world.report(world.load_app(), bytes(64))
+    world.stop_platform()
+    with pytest.raises(grpc.RpcError) as down:
+        world.quote(report)
+    assert down.value.code() == S.UNAVAILABLE
+    info = error_info(down.value)
+    assert info is not None and info.reason == "QUOTING_UNAVAILABLE"
+    world.start_platform()
+    app = world.load_app()
+    assert world.verify(world.quote(world.report(app, bytes(64)))).status == "UpToDate"

@@ -22,18 +22,42 @@ from sgx.platform.v1 import platform_pb2_grpc as pb_grpc
 from sgx_platform.arch.measurement import Measurement
 from sgx_quoting.enclave_errors import PlatformCallError
 from sgx_quoting.ports import LoadedEnclave
-from sgx_rpc.channel import unix_channel
 from sgx_rpc.errors import error_info
 
 DEFAULT_TIMEOUT = 60.0
+#: How long a call waits for a platform that is (re)starting before it is UNAVAILABLE.
+RECONNECT_WAIT = 3.0
+#: Reconnect quickly after a platform restart (gRPC's default backoff starts at a second and
+#: grows to two minutes).
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
+def platform_channel(path: Path) -> grpc.Channel:
+    """A channel to one of the platform's Unix sockets, reconnecting quickly."""
+    return grpc.insecure_channel(f"unix:{Path(path).absolute()}", options=CHANNEL_OPTIONS)
 
 
 def _call(stub: Any, method: str, request: Any, timeout: float) -> Any:
     try:
-        return getattr(stub, method)(request, timeout=timeout)
+        try:
+            return getattr(stub, method)(request, timeout=timeout)
+        except grpc.RpcError as e:
+            # Not connected (no ErrorInfo: the platform never saw the call): wait briefly for
+            # a (re)starting platform, then give up with UNAVAILABLE.
+            if e.code() != grpc.StatusCode.UNAVAILABLE or error_info(e) is not None:
+                raise
+            return getattr(stub, method)(
+                request, timeout=min(timeout, RECONNECT_WAIT), wait_for_ready=True
+            )
     except grpc.RpcError as e:
         info = error_info(e)
         code: grpc.StatusCode = e.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and info is None:
+            code = grpc.StatusCode.UNAVAILABLE
         raise PlatformCallError(
             "platform",
             method,
@@ -63,7 +87,7 @@ class GrpcPlatform:
     def unix(
         cls, device: Path, provision: Path, *, timeout: float = DEFAULT_TIMEOUT
     ) -> GrpcPlatform:
-        return cls(unix_channel(device), unix_channel(provision), timeout=timeout)
+        return cls(platform_channel(device), platform_channel(provision), timeout=timeout)
 
     def close(self) -> None:
         for channel in self._channels:
