@@ -29,15 +29,15 @@ from sgx_verifier.crl import parse_crl
 from sgx_verifier.verdict import FailureCode
 
 SEED = 20250806
-# (set id, TCB Info index, mutations per class): ~2400 appraisals by each verifier in total.
+# (set id, TCB Info index, mutations per class): ~5000 appraisals by each verifier in total.
 BASES = [
-    ("phala-sgx-v3-2025-06", 0, 120),
-    ("phala-sgx-v3-2023-11", 0, 40),
-    ("automata-sgx-v3-2025-08", 0, 60),
-    ("cross-automata-quote-fortanix-eval-17-18-19", 0, 25),
-    ("cross-automata-quote-fortanix-eval-17-18-19", 1, 25),
-    ("cross-automata-quote-fortanix-eval-17-18-19", 2, 25),
-    ("phala-tdx-v4-2025-06", 0, 40),
+    ("phala-sgx-v3-2025-06", 0, 300),
+    ("phala-sgx-v3-2023-11", 0, 100),
+    ("automata-sgx-v3-2025-08", 0, 150),
+    ("cross-automata-quote-fortanix-eval-17-18-19", 0, 60),
+    ("cross-automata-quote-fortanix-eval-17-18-19", 1, 60),
+    ("cross-automata-quote-fortanix-eval-17-18-19", 2, 60),
+    ("phala-tdx-v4-2025-06", 0, 100),
 ]
 
 SIGNATURE_CODES = {
