@@ -19,7 +19,7 @@ Every key, with its default::
     socket_mode = 0o600
 
     [tcp]                           # optional: QuotingService over TCP with mTLS
-    address = "127.0.0.1:7443"
+    address = "127.0.0.1:7447"
     certificate = "tls/quoting.pem"
     private_key = "tls/quoting.key"
     client_ca = "tls/ca.pem"
@@ -162,7 +162,7 @@ def parse_config(text: str, state_dir: Path) -> QuotingConfig:
     tcp = None
     if (t := top.table("tcp")) is not None:
         tcp = TcpConfig(
-            address=t.take("address", str, "127.0.0.1:7443"),
+            address=t.take("address", str, "127.0.0.1:7447"),
             certificate=_path(state_dir, t.take("certificate", str, "tls/quoting.pem")),
             private_key=_path(state_dir, t.take("private_key", str, "tls/quoting.key")),
             client_ca=_path(state_dir, t.take("client_ca", str, "tls/ca.pem")),

@@ -294,13 +294,21 @@ class QuotingEngine:
         return certification, chain
 
     def _recertify(self, generation: int, cpusvn: bytes) -> _Enclaves:
-        """Certify again (the TCB changed); re-seal the key at the new TCB."""
+        """Certify again (the TCB changed); re-seal the key at the new TCB. When a PCE or QE
+        with another SVN was deployed meanwhile, launch the new ones instead."""
         with self._lock:
             state = self._state
             if state is None or state.generation != generation:
                 return self._current()
             if state.certification.cpusvn == cpusvn:
                 return state
+            manifest = EnclaveManifest.load(self._dir)
+            if (manifest.pce.isvsvn, manifest.qe.isvsvn) != (state.pce.pcesvn, state.qe.qe_svn):
+                log.info(
+                    "PCE SVN %d and QE SVN %d are deployed; launching them",
+                    manifest.pce.isvsvn, manifest.qe.isvsvn,
+                )
+                return self._relaunch(generation)
             sealed = self.sealed_key_path.read_bytes() if self.sealed_key_path.exists() else b""
             if not sealed or state.qe.needs_reseal(sealed):
                 self._write_sealed(state.qe.seal_attestation_key())

@@ -43,7 +43,7 @@ from sgx_platform.rpc.client import EnclaveSession, PlatformClient
 from sgx_platform.service import PlatformService
 from sgx_platform.service import initialize_state as initialize_platform
 from sgx_quoting.config import QuotingConfig
-from sgx_quoting.enclaves import EnclaveManifest, initialize_state
+from sgx_quoting.enclaves import EnclaveManifest, deploy_enclaves, initialize_state
 from sgx_quoting.service import QuotingServer
 from sgx_quoting.state import PcsStore, create_pcs
 from sgx_rpc.channel import unix_channel
@@ -495,3 +495,25 @@ def test_the_quoting_service_needs_the_platform_only_through_its_sockets(world: 
     world.start_platform()
     app = world.load_app()
     assert world.verify(world.quote(world.report(app, bytes(64)))).status == "UpToDate"
+
+
+def test_an_update_with_new_pce_and_qe_svns(world: World) -> None:
+    """``platform update-tcb`` with PCE/QE images re-signed at higher ISVSVNs: the next quote
+    comes from the new enclaves, with a PCK for the new PCESVN and the same attestation key."""
+    app = world.load_app()
+    before = _parse(world.quote(world.report(app, bytes(64))))
+    deploy_enclaves(world.state / "quoting", world.state / "enclaves", pce_svn=4, qe_svn=3)
+    new_cpusvn = world.owner.update_tcb()
+    after = _parse(world.quote(world.report(app, bytes(64))))
+    assert (after.header.pce_svn, after.header.qe_svn) == (4, 3)
+    assert after.qe_report.isvsvn == 3
+    tcb = sgx_extension_from_certificate(_pck_leaf(after)).tcb
+    assert (tcb.cpusvn, tcb.pcesvn) == (new_cpusvn, 4)
+    assert (
+        after.signature_data.attestation_public_key
+        == before.signature_data.attestation_public_key
+    )
+    sealed = (world.state / "quoting" / "attestation-key.sealed").read_bytes()
+    assert KeyRequest.from_bytes(sealed[:512]).isvsvn == 3
+    verdict = world.verify(after.to_bytes())
+    assert verdict.status == "UpToDate"
