@@ -158,6 +158,8 @@ class LaunchControl:
         self._problem: LaunchctlError | None = None
         self._failed_status: PlatformStatus | None = None
         self._transitioning = False
+        #: True while the daemon's own LE load (which pulls the load policy) is in flight.
+        self._le_loading = False
         self._cond = threading.Condition()
         #: Serializes changes, launch records, locking and the swap of state at a new boot.
         self._state_lock = threading.RLock()
@@ -233,9 +235,13 @@ class LaunchControl:
                 "configuration (platform.toml) and restart it",
                 reason="LE_SIGNER_MISMATCH",
             )
-        enclave = self._platform.load_enclave(
-            self._config.launch_enclave.image, self._le_sigstructs[mode]
-        )
+        self._le_loading = True
+        try:
+            enclave = self._platform.load_enclave(
+                self._config.launch_enclave.image, self._le_sigstructs[mode]
+            )
+        finally:
+            self._le_loading = False
         try:
             report = Report.from_bytes(self._platform.create_report(enclave.handle)).body
             minter = None
@@ -424,14 +430,21 @@ class LaunchControl:
     # -- the platform's questions ---------------------------------------------------------------
 
     def load_policy_for(self, boot_epoch: bytes = b"") -> LoadPolicy:
-        """The policy the platform must apply now; the bootstrap policy until ready."""
-        boot, store = self._boot, self._store
-        if self._transitioning or self._problem is not None or boot is None or store is None:
+        """The policy the platform must apply now.
+
+        While the daemon loads its own launch enclave for a new boot, the bootstrap policy
+        (that load is what asks). A request for a boot the daemon is not serving yet waits
+        (bounded) until the boot configuration of that boot has been applied. Whenever no
+        policy can be vouched for, the bootstrap policy: fail closed.
+        """
+        if self._le_loading:
             return self._bootstrap
-        if boot_epoch and boot_epoch != boot.epoch:
-            self._wake.set()
+        try:
+            self._ready(boot_epoch)
+        except LaunchctlError:
             return self._bootstrap
-        return store.state.load_policy
+        store = self._store
+        return self._bootstrap if store is None else store.state.load_policy
 
     def decide_launch(
         self, sigstruct: bytes, secs: bytes, boot_epoch: bytes, caller: str
