@@ -199,3 +199,39 @@ def test_unusable_input_exits_64(sgxemu, real_vectors: Path, tmp_path: Path, pro
     code, _out, err = sgxemu(*args)
     assert code == 64
     assert err.strip() and "Traceback" not in err
+
+
+def test_policy_file_is_applied_as_written(sgxemu, real_vectors: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = real_vectors / "phala-dcap-qvl"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        'version = 1\naccepted_statuses = ["UpToDate", "ConfigurationAndSWHardeningNeeded"]\n'
+    )
+    args = [
+        "verify",
+        folder / "sgx_quote",
+        "--collateral",
+        folder / "sgx_quote_collateral.json",
+        "--at",
+        "1752919277",
+        "--json",
+    ]
+    code, out, err = sgxemu(*args, "--policy", policy)
+    assert code == 0, err
+    assert json.loads(out)["policy"]["passed"] is True
+    policy.write_text('version = 1\naccepted_statuses = ["Revoked"]\n')
+    code, _out, err = sgxemu(*args, "--policy", policy)
+    assert code == 64 and "Revoked" in err
+
+
+def test_remote_refuses_local_only_options(sgxemu, real_vectors: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = real_vectors / "mobilecoin-attestation"
+    code, _out, err = sgxemu(
+        "verify",
+        folder / "hw_quote.dat",
+        "--remote",
+        "127.0.0.1:9",
+        "--tcb-info",
+        folder / "fmspc_00906ED50000_2023_07_12.json",
+    )
+    assert code == 64 and "--remote" in err

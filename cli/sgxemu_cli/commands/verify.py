@@ -4,7 +4,7 @@
 
     sgxemu verify Q.bin [--collateral C.json] [--tcb-info F] [--qe-identity F] [--pck-crl F]
                   [--root-crl F] [--tcb-chain PEM] [--pck-chain PEM] [--root-ca ROOT]...
-                  [--at UNIX_SECONDS] [--json]
+                  [--at UNIX_SECONDS] [--policy FILE] [--remote ADDR [--ca PEM]] [--json]
 
 Collateral comes as dcap-qvl's QuoteCollateralV3 JSON (``--collateral``, what ``sgxemu pcs
 collateral`` writes), or piece by piece as the Intel PCS serves it: ``--tcb-info`` and
@@ -17,6 +17,11 @@ wrapper carries its own). Pieces override the same pieces of ``--collateral``.
 Trust: by default only the real Intel SGX Root CA. ``--root-ca`` (repeatable) replaces it with
 the given roots (DER or PEM), named after their files; the default policy then accepts those
 anchors, and a verdict under a non-Intel key carries a warning.
+
+Policy: the default (UpToDate only, no debug enclave, the configured anchors), or a policy file
+(``--policy``, TOML, env ``SGXEMU_POLICY``) applied as written. ``--remote ADDR`` sends the quote
+(and ``--collateral``, ``--pck-chain``, ``--at``, ``--policy``) to a verification service
+instead of appraising locally; without ``--collateral`` the service uses its own store.
 
 Exit codes (DESIGN.md): 0 verified and accepted by the policy (UpToDate only, no debug
 enclave), 1 verified but rejected by the policy, 2 not verified, 64 unusable input (unreadable
@@ -47,6 +52,7 @@ from sgx_verifier.collateral import (
 from sgx_verifier.errors import AnchorError, CollateralInputError
 from sgx_verifier.policy import DEFAULT_POLICY, Policy
 from sgx_verifier.verdict import FailureCode, Verdict
+from sgxemu_cli.commands.verifier import add_verify_options, load_policy, verify_remote
 from sgxemu_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from sgxemu_cli.io import print_json, read_input
 
@@ -186,22 +192,46 @@ def _summary(verdict: Verdict, passed: bool, violations: list[str]) -> list[str]
     return lines
 
 
+def _pck_chain(args: argparse.Namespace) -> bytes | None:
+    if args.pck_chain is None:
+        return None
+    try:
+        return read_certificates(read_input(args.pck_chain, "PCK chain"), "--pck-chain")
+    except CollateralInputError as e:
+        raise UsageError(str(e)) from None
+
+
+def _remote(args: argparse.Namespace, quote: bytes) -> int:
+    if any((args.tcb_info, args.qe_identity, args.pck_crl, args.root_crl, args.tcb_chain)):
+        raise UsageError("--remote takes --collateral C.json (or none: the service's store)")
+    if args.root_ca:
+        raise UsageError("--remote: the service's configuration names its trust anchors")
+    collateral_json = None
+    if args.collateral is not None:
+        data = read_input(args.collateral, "collateral", max_bytes=MAX_COLLATERAL)
+        try:
+            collateral_json = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"collateral {args.collateral!r} is not UTF-8 JSON") from None
+    return verify_remote(
+        args, quote, collateral_json=collateral_json, pck_chain=_pck_chain(args), at=args.at
+    )
+
+
 def _verify(args: argparse.Namespace) -> int:
     quote = _read_quote(args.quote)
+    if args.remote:
+        return _remote(args, quote)
     collateral = _collateral(args)
-    pck_chain = None
-    if args.pck_chain is not None:
-        try:
-            pck_chain = read_certificates(read_input(args.pck_chain, "PCK chain"), "--pck-chain")
-        except CollateralInputError as e:
-            raise UsageError(str(e)) from None
+    pck_chain = _pck_chain(args)
     anchors = _anchors(args.root_ca)
+    policy: Policy = DEFAULT_POLICY
+    if args.policy:
+        policy = load_policy(args.policy)
+    elif anchors is not None:
+        policy = DEFAULT_POLICY.with_anchors(a.name for a in anchors)
     at = args.at if args.at is not None else int(time.time())
     verdict = appraise(quote, collateral, anchors=anchors, at=at, pck_chain=pck_chain)
-
-    policy: Policy = DEFAULT_POLICY
-    if anchors is not None:
-        policy = DEFAULT_POLICY.with_anchors(a.name for a in anchors)
     result = policy.evaluate(verdict)
 
     if args.json:
@@ -269,6 +299,7 @@ def register(subparsers: Any) -> None:
         help="verify as of this time (default: now)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_verify_options(p)
     p.set_defaults(func=_verify)
 
 
