@@ -74,6 +74,11 @@ class QuotingConfig:
         return self.state_dir / "quoting"
 
     @property
+    def enclaves_dir(self) -> Path:
+        """Where the PCE and QE images and SIGSTRUCTs are (the platform's allowed directory)."""
+        return self.state_dir / "enclaves"
+
+    @property
     def pcs_dir(self) -> Path:
         """The PCS's directory (read only by the PCS served with ``serve_pcs``)."""
         return self.state_dir / "pcs"

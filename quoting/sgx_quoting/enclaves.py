@@ -17,8 +17,10 @@ Invariants:
 * The vendor key stays in ``$STATE/quoting/`` (mode 0600) and is used only here; the quoting
   service reads the manifest, the SIGSTRUCTs and nothing of the platform's or the PCS's.
 * Every file is written atomically; the manifest is written last, so a manifest always names
-  files that exist. :meth:`EnclaveManifest.load` is strict (unknown keys, wrong sizes, a
-  SIGSTRUCT that does not match its manifest entry all raise
+  files that exist. It names them relative to the enclave directory (plain file names), so a
+  state directory can be built under a temporary name and renamed, or moved.
+  :meth:`EnclaveManifest.load` is strict (unknown keys, wrong sizes, a file name with a
+  directory part, a SIGSTRUCT that does not match its manifest entry all raise
   :class:`~sgx_quoting.enclave_errors.QuotingStateError`).
 """
 
@@ -165,9 +167,9 @@ class EnclaveManifest:
     def to_json(self) -> bytes:
         def entry(e: EnclaveEntry) -> dict[str, Any]:
             return {
-                "image": str(e.image),
+                "image": e.image.name,
                 "image_sha256": e.image_sha256.hex(),
-                "sigstruct": str(e.sigstruct_path),
+                "sigstruct": e.sigstruct_path.name,
                 "mrenclave": e.mrenclave.hex(),
                 "isvprodid": e.isvprodid,
                 "isvsvn": e.isvsvn,
@@ -183,7 +185,11 @@ class EnclaveManifest:
         return json.dumps(document, indent=2).encode() + b"\n"
 
     @classmethod
-    def from_json(cls, data: bytes, where: str = MANIFEST_FILE) -> EnclaveManifest:
+    def from_json(
+        cls, data: bytes, enclaves_dir: Path, where: str = MANIFEST_FILE
+    ) -> EnclaveManifest:
+        """The manifest in ``data``; its file names are resolved in ``enclaves_dir``."""
+        enclaves_dir = Path(enclaves_dir).absolute()
         try:
             top = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
@@ -202,8 +208,16 @@ class EnclaveManifest:
                   what)
             digest = _hex(e["image_sha256"], 32, f"{what}.image_sha256")
             for key in ("image", "sigstruct"):
-                if not isinstance(e[key], str) or not os.path.isabs(e[key]):
-                    raise QuotingStateError(f"{what}.{key} must be an absolute path")
+                value = e[key]
+                if (
+                    not isinstance(value, str)
+                    or value in ("", ".", "..")
+                    or os.sep in value
+                    or "\x00" in value
+                ):
+                    raise QuotingStateError(
+                        f"{what}.{key} must be a file name in the enclave directory"
+                    )
             for key in ("isvprodid", "isvsvn"):
                 value = e[key]
                 if type(value) is not int or not 0 <= value <= 0xFFFF:
@@ -214,9 +228,9 @@ class EnclaveManifest:
                 )
             return EnclaveEntry(
                 name=name,
-                image=Path(e["image"]),
+                image=enclaves_dir / e["image"],
                 image_sha256=digest,
-                sigstruct_path=Path(e["sigstruct"]),
+                sigstruct_path=enclaves_dir / e["sigstruct"],
                 mrenclave=_measurement(e["mrenclave"], f"{what}.mrenclave"),
                 isvprodid=e["isvprodid"],
                 isvsvn=e["isvsvn"],
@@ -225,7 +239,8 @@ class EnclaveManifest:
         return cls(mrsigner=mrsigner, pce=entry("pce"), qe=entry("qe"))
 
     @classmethod
-    def load(cls, quoting_dir: Path) -> EnclaveManifest:
+    def load(cls, quoting_dir: Path, enclaves_dir: Path) -> EnclaveManifest:
+        """``quoting_dir/enclaves.json``, its files in ``enclaves_dir``."""
         path = Path(quoting_dir) / MANIFEST_FILE
         try:
             data = path.read_bytes()
@@ -235,7 +250,7 @@ class EnclaveManifest:
             ) from None
         except OSError as e:
             raise QuotingStateError(f"cannot read {path}: {e.strerror}") from e
-        return cls.from_json(data, str(path))
+        return cls.from_json(data, enclaves_dir, str(path))
 
 
 def _keys(obj: object, expected: set[str], what: str) -> None:
@@ -380,7 +395,7 @@ def deploy_enclaves(
     launches its enclaves (restart, or platform reset).
     """
     quoting_dir = Path(quoting_dir)
-    current = EnclaveManifest.load(quoting_dir)
+    current = EnclaveManifest.load(quoting_dir, enclaves_dir)
     new_pce = current.pce.isvsvn if pce_svn is None else pce_svn
     new_qe = current.qe.isvsvn if qe_svn is None else qe_svn
     for what, old, new in (("PCE", current.pce.isvsvn, new_pce), ("QE", current.qe.isvsvn, new_qe)):

@@ -104,6 +104,7 @@ class QuotingEngine:
         platform: PlatformPort,
         pcs: PcsPort,
         quoting_dir: Path,
+        enclaves_dir: Path,
         *,
         metrics: QuotingMetrics | None = None,
         renew_leases: bool = True,
@@ -111,6 +112,7 @@ class QuotingEngine:
         self._platform = platform
         self._pcs = pcs
         self._dir = Path(quoting_dir)
+        self._enclaves_dir = Path(enclaves_dir)
         self._metrics = metrics or QuotingMetrics()
         self._renew = renew_leases
         self._lock = threading.RLock()
@@ -187,7 +189,7 @@ class QuotingEngine:
 
     def _launch(self) -> _Enclaves:
         """Launch, restore the key, certify. Caller holds the lock."""
-        manifest = EnclaveManifest.load(self._dir)
+        manifest = EnclaveManifest.load(self._dir, self._enclaves_dir)
         mrsigner = manifest.mrsigner
         pce_handle, pce_lease = launch_quoting_enclave(self._platform, manifest.pce, mrsigner)
         try:
@@ -302,7 +304,7 @@ class QuotingEngine:
                 return self._current()
             if state.certification.cpusvn == cpusvn:
                 return state
-            manifest = EnclaveManifest.load(self._dir)
+            manifest = EnclaveManifest.load(self._dir, self._enclaves_dir)
             if (manifest.pce.isvsvn, manifest.qe.isvsvn) != (state.pce.pcesvn, state.qe.qe_svn):
                 log.info(
                     "PCE SVN %d and QE SVN %d are deployed; launching them",

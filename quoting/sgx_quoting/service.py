@@ -61,7 +61,7 @@ class QuotingServer:
         )
         self.pcs = GrpcPcs.unix(config.pcs_socket, timeout=config.request_timeout)
         self.engine = QuotingEngine(
-            self.platform, self.pcs, config.quoting_dir, metrics=self.metrics
+            self.platform, self.pcs, config.quoting_dir, config.enclaves_dir, metrics=self.metrics
         )
         self.host = ServiceHost(
             authorizer(),

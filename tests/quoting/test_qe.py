@@ -50,7 +50,7 @@ class Platform:
 
     @property
     def manifest(self) -> EnclaveManifest:
-        return EnclaveManifest.load(self.state / "quoting")
+        return EnclaveManifest.load(self.state / "quoting", self.state / "enclaves")
 
     def launch(self, name: str) -> bytes:
         manifest = self.manifest

@@ -46,7 +46,7 @@ def test_initialize_state_writes_signed_production_enclaves(
     quoting, enclaves = dirs
     manifest = initialize_state(quoting, enclaves, vendor_key=vendor, pce_svn=4, qe_svn=6)
     assert manifest.mrsigner == mrsigner_of_public_key(vendor)
-    assert EnclaveManifest.load(quoting) == manifest
+    assert EnclaveManifest.load(quoting, enclaves) == manifest
     assert _mode(quoting) == 0o700
     assert _mode(quoting / VENDOR_KEY_FILE) == 0o600
     assert _mode(quoting / MANIFEST_FILE) == 0o600
@@ -90,13 +90,13 @@ def test_deploy_raises_svns_and_never_lowers_them(
     assert (second.pce.isvsvn, second.qe.isvsvn) == (3, first.qe.isvsvn)
     assert second.pce.sigstruct_path != first.pce.sigstruct_path
     assert first.pce.sigstruct_path.exists()  # the old SIGSTRUCT stays, intact
-    assert EnclaveManifest.load(quoting) == second
+    assert EnclaveManifest.load(quoting, enclaves) == second
     third = deploy_enclaves(quoting, enclaves, qe_svn=9)
     assert (third.pce.isvsvn, third.qe.isvsvn) == (3, 9)
     for kwargs in ({"pce_svn": 2}, {"qe_svn": 8}, {"qe_svn": 1 << 16}, {"pce_svn": -1}):
         with pytest.raises(QuotingStateError):
             deploy_enclaves(quoting, enclaves, **kwargs)
-    assert EnclaveManifest.load(quoting) == third
+    assert EnclaveManifest.load(quoting, enclaves) == third
 
 
 def test_deploy_refuses_another_vendor_key(
@@ -157,7 +157,10 @@ def _mutations(document: dict[str, object]) -> list[tuple[str, object]]:
         ("mrsigner type", {**document, "mrsigner": 5}),
         ("entry unknown key", with_qe(extra=1)),
         ("entry missing key", without_qe_key),
-        ("relative image", with_qe(image="qe.sgxs")),
+        ("absolute image", with_qe(image="/tmp/qe.sgxs")),
+        ("image in a subdirectory", with_qe(image="sub/qe.sgxs")),
+        ("image is the parent", with_qe(image="..")),
+        ("empty sigstruct name", with_qe(sigstruct="")),
         ("digest size", with_qe(image_sha256="00" * 33)),
         ("isvprodid", with_qe(isvprodid=2)),
         ("svn bool", with_qe(isvsvn=True)),
@@ -173,14 +176,27 @@ def test_the_manifest_parser_is_strict(
 ) -> None:
     quoting, enclaves = dirs
     manifest = initialize_state(quoting, enclaves, vendor_key=vendor)
-    assert EnclaveManifest.from_json(manifest.to_json()) == manifest
+    assert EnclaveManifest.from_json(manifest.to_json(), enclaves) == manifest
     for what, bad in _mutations(_document(manifest)):
         with pytest.raises(QuotingStateError):
-            EnclaveManifest.from_json(json.dumps(bad).encode())
+            EnclaveManifest.from_json(json.dumps(bad).encode(), enclaves)
             pytest.fail(f"accepted: {what}")
     for junk in (b"", b"{", b"\xff"):
         with pytest.raises(QuotingStateError, match="not JSON"):
-            EnclaveManifest.from_json(junk)
+            EnclaveManifest.from_json(junk, enclaves)
     (quoting / MANIFEST_FILE).unlink()
     with pytest.raises(QuotingStateError, match="sgxemu init"):
-        EnclaveManifest.load(quoting)
+        EnclaveManifest.load(quoting, enclaves)
+
+
+def test_a_moved_state_directory_keeps_working(tmp_path: Path, vendor: rsa.RSAPrivateKey) -> None:
+    """``sgxemu init`` builds under a temporary name and renames: the manifest names files
+    relative to the enclave directory."""
+    staging = tmp_path / ".staging"
+    initialize_state(staging / "quoting", staging / "enclaves", vendor_key=vendor)
+    final = tmp_path / "state"
+    staging.rename(final)
+    manifest = EnclaveManifest.load(final / "quoting", final / "enclaves")
+    for entry in (manifest.pce, manifest.qe):
+        assert entry.image.parent == final / "enclaves"
+        Sigstruct.from_bytes(entry.read_sigstruct()).verify()

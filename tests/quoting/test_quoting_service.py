@@ -253,7 +253,7 @@ def test_a_fresh_quote_is_up_to_date_and_carries_the_enclave(world: World) -> No
 
 def test_quoting_info_and_target_info_name_the_launched_qe(world: World) -> None:
     info = world.stub.GetQuotingInfo(qpb.GetQuotingInfoRequest(), timeout=30)
-    manifest = EnclaveManifest.load(world.state / "quoting")
+    manifest = EnclaveManifest.load(world.state / "quoting", world.state / "enclaves")
     assert info.qe_mrenclave == manifest.qe.mrenclave.value
     assert info.qe_mrsigner == info.pce_mrsigner == manifest.mrsigner.value
     assert (info.qe_isvprodid, info.qe_svn) == (1, manifest.qe.isvsvn)
