@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sgxemu_cli.commands.pcs",
     "sgxemu_cli.commands.platform",
     "sgxemu_cli.commands.services",
+    "sgxemu_cli.commands.verifier",
+    "sgxemu_cli.commands.verify",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -31,13 +31,7 @@ DESIGN_FIELDS = (
 
 @pytest.fixture
 def sgxemu(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    """Run ``sgxemu`` in-process with the verify command registered; return (code, out, err)."""
-    if "sgxemu_cli.commands.verify" not in cli_main.COMMAND_MODULES:
-        monkeypatch.setattr(
-            cli_main,
-            "COMMAND_MODULES",
-            (*cli_main.COMMAND_MODULES, "sgxemu_cli.commands.verify"),
-        )
+    """Run ``sgxemu`` in-process; return (code, out, err)."""
     monkeypatch.delenv("SGXEMU_COLLATERAL", raising=False)
 
     def run(*argv: str | Path) -> tuple[int, str, str]:
