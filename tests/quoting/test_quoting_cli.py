@@ -303,3 +303,45 @@ def test_a_grpc_error_is_not_leaked_as_a_traceback(
     with pytest.raises(grpc.RpcError):
         with unix_channel(state / "run" / "quoting.sock") as channel:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+
+
+def test_quoting_over_mtls_and_metrics(state: Path) -> None:
+    from urllib.request import urlopen
+
+    from sgx.quoting.v1 import quoting_pb2 as qpb
+    from sgx.quoting.v1 import quoting_pb2_grpc as qgrpc
+    from sgx_quoting.config import parse_config
+    from sgx_rpc.channel import tls_channel
+
+    platform = PlatformService(load_platform_config(state))
+    platform.start()
+    config = parse_config(
+        'metrics_address = "127.0.0.1:0"\n[tcp]\naddress = "127.0.0.1:0"\n', state
+    )
+    server = QuotingServer(config)
+    addresses = server.start()
+    tls = state / "tls"
+    ca = (tls / "ca.pem").read_bytes()
+    try:
+        with tls_channel(
+            addresses["tcp"],
+            ca,
+            client_certificate_pem=(tls / "admin.pem").read_bytes(),
+            client_key_pem=(tls / "admin.key").read_bytes(),
+        ) as channel:
+            info = qgrpc.QuotingServiceStub(channel).GetQuotingInfo(
+                qpb.GetQuotingInfoRequest(), timeout=10
+            )
+        assert len(info.attestation_public_key) == 64
+        with tls_channel(addresses["tcp"], ca) as channel, pytest.raises(grpc.RpcError) as no_cert:
+            qgrpc.QuotingServiceStub(channel).GetQuotingInfo(
+                qpb.GetQuotingInfoRequest(), timeout=10
+            )
+        assert no_cert.value.code() == grpc.StatusCode.UNAVAILABLE
+        with urlopen(f"http://{addresses['metrics']}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        assert 'sgxemu_quoting_calls_total{code="OK",method="GetQuotingInfo"} 1.0' in text
+        assert "sgxemu_quoting_enclave_launches_total 1.0" in text
+    finally:
+        server.stop(grace=1)
+        platform.stop(grace=1)
