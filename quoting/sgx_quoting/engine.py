@@ -452,6 +452,6 @@ def _launch_error(what: str, step: str, error: PlatformCallError) -> QuotingErro
     message = f"the platform refused to {step} the {what}: {error.remote_reason}: " + (
         error.remote_message
     )
-    if hint:
+    if hint and hint not in message:
         message += f" ({hint})"
     return EnclaveLaunchError(message, error)

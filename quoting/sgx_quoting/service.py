@@ -12,8 +12,9 @@ through its socket with a gRPC client, exactly as it would reach a PCS elsewhere
 reference to the PCS's store.
 
 Invariants: the PCS listener is up before the engine registers its PCK; the quoting socket is
-bound only after the engine started (or, when the platform does not answer yet, is left to
-launch its enclaves at the first request); :meth:`stop` stops serving first (in-flight calls
+bound only after the engine started (or, when the platform does not answer yet or refuses to
+launch the PCE/QE, is left to launch them at the next request, each request saying why it
+cannot be served meanwhile); :meth:`stop` stops serving first (in-flight calls
 finish), then destroys the enclaves, then closes the channels.
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from sgx_quoting.config import QuotingConfig
-from sgx_quoting.enclave_errors import QuotingUnavailableError
+from sgx_quoting.enclave_errors import EnclaveLaunchError, QuotingUnavailableError
 from sgx_quoting.engine import QuotingEngine
 from sgx_quoting.metrics import QuotingMetrics
 from sgx_quoting.rpc import provisioning
@@ -96,8 +97,10 @@ class QuotingServer:
             self._addresses["pcs"] = next(iter(bound.values()))
         try:
             self.engine.start()
-        except QuotingUnavailableError as e:
-            log.warning("%s; the enclaves will be launched at the first request", e)
+        except (QuotingUnavailableError, EnclaveLaunchError) as e:
+            # The platform is not up yet, or launch control refuses the PCE/QE: serve anyway
+            # (each request says why it cannot be served) and launch at the next request.
+            log.error("%s; the enclaves will be launched at the next request", e)
         bound = self.host.start()
         for listener, address in bound.items():
             self._addresses["tcp" if listener is self._tcp else "quoting"] = address
