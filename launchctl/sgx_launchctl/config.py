@@ -27,6 +27,7 @@ Example (every key optional)::
     owner_socket = "run/platform-owner/owner.sock"        # for the launch-policy latch
     timeout = 10.0
     poll_seconds = 1.0
+    startup_seconds = 60.0                                # retrying while the platform reconnects
 
     [tcp]                                    # optional: mTLS (admin certificate for admin calls)
     address = "127.0.0.1:7002"
@@ -97,6 +98,8 @@ class PlatformLink:
     owner_socket: Path
     timeout: float = 10.0
     poll_seconds: float = 1.0
+    #: How long the daemon keeps retrying its LE load while the platform cannot reach it yet.
+    startup_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -337,14 +340,19 @@ def parse_config(text: str, state_dir: Path, *, read_files: bool = False) -> Lau
     if (t := top.table("platform")) is not None:
         timeout = float(t.take("timeout", (int, float), link.timeout))
         poll = float(t.take("poll_seconds", (int, float), link.poll_seconds))
-        if timeout <= 0 or poll <= 0:
-            raise ConfigError("platform.timeout and platform.poll_seconds must be positive")
+        startup = float(t.take("startup_seconds", (int, float), link.startup_seconds))
+        if timeout <= 0 or poll <= 0 or startup <= 0:
+            raise ConfigError(
+                "platform.timeout, platform.poll_seconds and platform.startup_seconds must be "
+                "positive"
+            )
         link = PlatformLink(
             socket=_path(state_dir, t.take("socket", str, str(link.socket)), "platform.socket"),
             owner_socket=_path(state_dir, t.take("owner_socket", str, str(link.owner_socket)),
                                "platform.owner_socket"),
             timeout=timeout,
             poll_seconds=poll,
+            startup_seconds=startup,
         )
         t.finish()
 

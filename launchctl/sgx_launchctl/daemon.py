@@ -235,13 +235,7 @@ class LaunchControl:
                 "configuration (platform.toml) and restart it",
                 reason="LE_SIGNER_MISMATCH",
             )
-        self._le_loading = True
-        try:
-            enclave = self._platform.load_enclave(
-                self._config.launch_enclave.image, self._le_sigstructs[mode]
-            )
-        finally:
-            self._le_loading = False
+        enclave = self._load_le(mode)
         try:
             report = Report.from_bytes(self._platform.create_report(enclave.handle)).body
             minter = None
@@ -256,6 +250,28 @@ class LaunchControl:
             epoch=status.boot_epoch, cpusvn=status.cpusvn, mode=mode, le=enclave,
             le_report=report, minter=minter, renewed_at=time.monotonic(),
         )
+
+    def _load_le(self, mode: str) -> PlatformEnclave:
+        """Load the LE; while the platform cannot reach this daemon yet (its channel to the
+        authority socket reconnects after a restart), retry for a bounded time."""
+        deadline = time.monotonic() + self._config.platform.startup_seconds
+        pause = 0.05
+        while True:
+            self._le_loading = True
+            try:
+                return self._platform.load_enclave(
+                    self._config.launch_enclave.image, self._le_sigstructs[mode]
+                )
+            except PlatformCallError as e:
+                if e.platform_reason != "LOAD_POLICY_UNAVAILABLE" or self._stop.is_set() or (
+                    time.monotonic() + pause > deadline
+                ):
+                    raise
+                log.info("the platform cannot reach the daemon yet; retrying the LE load")
+            finally:
+                self._le_loading = False
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def _transition(self, status: PlatformStatus) -> None:
         """Start serving the boot ``status`` describes (see the module docstring)."""
