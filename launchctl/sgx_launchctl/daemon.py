@@ -474,6 +474,8 @@ class LaunchControl:
             request = None
             decision: Admit | Denial = malformed_denial(str(e))
         with self._state_lock:
+            if boot is not self._boot:
+                raise NotReadyError("the platform booted again meanwhile", hint="retry")
             store = self._require_store()
             if request is not None:
                 decision = decide(store.state.allowlist, request)

@@ -26,7 +26,7 @@ from enum import Enum
 
 from sgx_launchctl.allowlist import Allowlist
 from sgx_launchctl.audit import canonical_json
-from sgx_launchctl.errors import PolicyLockedError, RollbackError
+from sgx_launchctl.errors import RollbackError
 from sgx_launchctl.policy import LoadPolicy
 
 _DOMAIN = b"sgxemu-launchctl-policy-v1\x00"
@@ -56,8 +56,3 @@ def lock_status(latched: bytes | None, digest: bytes) -> LockStatus:
         hint="restore the database that was locked, or reset the platform "
         "(sgxemu platform reset) to clear the latch",
     )
-
-
-def refuse_if_locked(status: LockStatus) -> None:
-    if status is LockStatus.LOCKED:
-        raise PolicyLockedError()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sgx_launchctl.allowlist import Allowlist, SignerEntry
-from sgx_launchctl.errors import InvalidRequestError, PolicyLockedError, RollbackError
-from sgx_launchctl.lock import LockStatus, lock_status, policy_digest, refuse_if_locked
+from sgx_launchctl.errors import InvalidRequestError, RollbackError
+from sgx_launchctl.lock import LockStatus, lock_status, policy_digest
 from sgx_launchctl.policy import (
     ALL_RULES,
     RULES,
@@ -86,7 +86,3 @@ def test_lock_status_judges_the_latch() -> None:
     assert lock_status(digest, digest) is LockStatus.LOCKED
     with pytest.raises(RollbackError, match="rollback"):
         lock_status(b"\x06" * 32, digest)
-    refuse_if_locked(LockStatus.UNLOCKED)
-    with pytest.raises(PolicyLockedError, match="the launch policy is locked until the "
-                       "platform is reset"):
-        refuse_if_locked(LockStatus.LOCKED)

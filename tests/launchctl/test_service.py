@@ -173,6 +173,10 @@ def test_after_lock_every_change_is_refused_across_daemon_restarts(
     _assert_changes_refused(admin, keys)
     name, sig = running.enclave(keys.app)
     assert running.load(name, sig).initialized  # the locked policy still admits
+    other, other_sig = running.enclave(keys.other, seed=2)
+    e = denied(lambda: running.load(other, other_sig))
+    assert e.reason == "LAUNCH_SIGNER_NOT_LISTED"
+    assert e.hint.startswith(LOCKED + "; after a reset an admin can allow it: sgxemu launchctl")
     running.stop_launchctl()
     running.start_launchctl()
     admin = running.admin()
