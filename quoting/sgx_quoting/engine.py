@@ -132,16 +132,17 @@ class QuotingEngine:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Launch and certify the enclaves; start renewing their leases."""
+        """Start renewing leases; launch and certify the enclaves (when that fails, the error
+        is raised and the next request tries again, its enclaves renewed all the same)."""
         self._stop.clear()
-        with self._lock:
-            if self._state is None:
-                self._state = self._launch()
         if self._renew and self._renewer is None:
             self._renewer = threading.Thread(
                 target=self._renew_leases, name="quoting-leases", daemon=True
             )
             self._renewer.start()
+        with self._lock:
+            if self._state is None:
+                self._state = self._launch()
 
     def stop(self) -> None:
         """Stop renewing and destroy the enclaves (the sealed key stays for the next start)."""

@@ -517,3 +517,19 @@ def test_an_update_with_new_pce_and_qe_svns(world: World) -> None:
     assert KeyRequest.from_bytes(sealed[:512]).isvsvn == 3
     verdict = world.verify(after.to_bytes())
     assert verdict.status == "UpToDate"
+
+
+def test_enclaves_launched_at_a_later_request_are_kept_alive(world: World) -> None:
+    """The quoting service started while the platform was down: the first request launches
+    the enclaves, and their leases are renewed from then on."""
+    world.stop_quoting()
+    world.stop_platform()
+    world.start_quoting()  # the platform does not answer: serving anyway
+    world.start_platform()
+    app = world.load_app()
+    report = world.report(app, bytes(64))
+    assert world.quoting is not None
+    assert world.quoting.metrics.value("sgxemu_quoting_enclave_launches_total") == 1
+    time.sleep(LEASE_SECONDS * 1.5)  # past one lease period: renewed, not re-launched
+    assert world.verify(world.quote(report)).status == "UpToDate"
+    assert world.quoting.metrics.value("sgxemu_quoting_enclave_launches_total") == 1
