@@ -54,12 +54,23 @@ class ServiceSpec:
     target: Callable[[StateLayout], HealthTarget]
 
 
-def _platform_target(layout: StateLayout) -> HealthTarget:
-    return HealthTarget(unix_socket=layout.run / "platform.sock")
+def _socket(name: str) -> Callable[[StateLayout], HealthTarget]:
+    def target(layout: StateLayout) -> HealthTarget:
+        return HealthTarget(unix_socket=layout.run / name)
+
+    return target
 
 
-#: The services ``up`` starts, in dependency order.
-SERVICES: tuple[ServiceSpec, ...] = (ServiceSpec("platform", "", _platform_target),)
+#: The services ``up`` starts, in dependency order: the platform first (everything launches
+#: through it), launchctl (token mode needs it before any other launch), quoting (its PCE and
+#: QE launch through both; it also serves the emulated PCS), then the verifier. Health is
+#: checked on each one's local socket; the verifier also listens on TLS (verifier.toml).
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("platform", "", _socket("platform.sock")),
+    ServiceSpec("launchctl", "", _socket("launchctl.sock")),
+    ServiceSpec("quoting", "", _socket("quoting.sock")),
+    ServiceSpec("verifier", "", _socket("verifier.sock")),
+)
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,11 @@ import pytest
 from sgx_platform.arch.signing import mrsigner_of_public_key
 from sgxemu_cli import main as cli_main
 
-MODULE = "sgxemu_cli.commands.launchctl"
 
 
 @pytest.fixture
 def sgxemu(monkeypatch: pytest.MonkeyPatch, running: Any) -> Any:
     """``sgxemu --state STATE ARGS...`` in-process: returns (exit code, stdout, stderr)."""
-    if MODULE not in cli_main.COMMAND_MODULES:
-        monkeypatch.setattr(cli_main, "COMMAND_MODULES", (*cli_main.COMMAND_MODULES, MODULE))
     (running.state / "sgxemu-state.json").write_text('{"format": 1}\n')
 
     def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -23,14 +23,14 @@ from sgx_platform.config import load_config
 from sgx_platform.rpc.client import PlatformClient
 from sgx_platform.service import PlatformService
 from sgxemu_cli import main as cli_main
-from sgxemu_cli.commands.init import initialize
+from sgxemu_cli.commands.init import InitOptions, initialize
 
 IMAGE = build_image(code_pages=2, data_pages=1, heap_pages=1)
 
 
 def make_state(root: Path) -> Path:
     state = root / "s"
-    initialize(state)
+    initialize(state, InitOptions(state, launch_mode="open"))
     return state
 
 

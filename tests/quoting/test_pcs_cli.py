@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,10 @@ def state(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "state"
     assert cli_main.main(["--state", str(root), "init"]) == 0
     f = fixture()
-    if not (root / "pcs" / "pcs.json").exists():  # until `sgxemu init` creates the PCS
-        create_pcs(root / "pcs", qe_mrsigner=f.qe_identity.mrsigner, qe_isvsvn=f.qe_svn, now=f.now)
+    # Replace the PCS init made (it names this state's own QE) by one naming the fixture's QE,
+    # whose quotes these tests assemble.
+    shutil.rmtree(root / "pcs")
+    create_pcs(root / "pcs", qe_mrsigner=f.qe_identity.mrsigner, qe_isvsvn=f.qe_svn, now=f.now)
     yield root
 
 

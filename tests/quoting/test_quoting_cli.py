@@ -37,17 +37,8 @@ from sgx_quoting.service import QuotingServer
 from sgx_quoting.state import PcsStore
 from sgx_rpc.channel import unix_channel
 from sgxemu_cli import main as cli_main
-from sgxemu_cli.commands.init import initialize
-from sgxemu_cli.commands.quoting import initialize_pcs, initialize_quoting
+from sgxemu_cli.commands.init import InitOptions, initialize
 from sgxemu_cli.state import StateLayout
-
-MODULE = "sgxemu_cli.commands.quoting"
-
-
-@pytest.fixture(autouse=True)
-def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    if MODULE not in cli_main.COMMAND_MODULES:
-        monkeypatch.setattr(cli_main, "COMMAND_MODULES", (*cli_main.COMMAND_MODULES, MODULE))
 
 
 def _run(state: Path, *argv: str) -> int:
@@ -56,14 +47,12 @@ def _run(state: Path, *argv: str) -> int:
 
 @pytest.fixture(scope="module")
 def initialized() -> Iterator[Path]:
-    """An initialized state directory (init + the quoting initializers), copied per test."""
+    """An initialized state directory (in open launch mode), copied per test."""
     base = Path(tempfile.mkdtemp(prefix="sgxc", dir="/tmp"))
     state = base / "s"
-    initialize(state)
+    summary = initialize(state, InitOptions(state, launch_mode="open"))
+    assert summary["pcs"]["qe_mrsigner"] == summary["quoting"]["vendor_mrsigner"]
     layout = StateLayout(state)
-    summary = initialize_quoting(layout)
-    pcs = initialize_pcs(layout)
-    assert pcs["qe_mrsigner"] == summary["vendor_mrsigner"]
     image = build_image(seed=42)
     (layout.enclaves / "app.sgxs").write_bytes(write_sgxs(image))
     sig = sign_sigstruct(generate_signing_key(), measure(image), isvprodid=9, isvsvn=2)
@@ -258,7 +247,6 @@ def test_quoting_serve_serves_until_sigterm(state: Path) -> None:
     script = (
         "import sys\n"
         "from sgxemu_cli import main as m\n"
-        f"m.COMMAND_MODULES = (*m.COMMAND_MODULES, {MODULE!r})\n"
         "sys.exit(m.main(sys.argv[1:]))\n"
     )
     process = subprocess.Popen(

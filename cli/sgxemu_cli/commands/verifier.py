@@ -85,7 +85,7 @@ def default_config(layout: StateLayout) -> VerifierConfig:
     )
 
 
-def config_text(layout: StateLayout) -> str:
+def config_text(layout: StateLayout, listen: str = DEFAULT_LISTEN) -> str:
     """The ``verifier.toml`` that :func:`initialize_verifier` writes."""
     home = layout.component("verifier")
     root = home / EMULATED_ROOT_FILE
@@ -97,11 +97,13 @@ def config_text(layout: StateLayout) -> str:
     return (
         "# sgxemu quote verification service (sgxemu verifier serve)\n"
         "[server]\n"
-        f'listen = "{DEFAULT_LISTEN}"\n'
-        f'tls_certificate = "{layout.tls / "verifier.pem"}"\n'
-        f'tls_key = "{layout.tls / "verifier.key"}"\n'
-        f'client_ca = "{layout.tls / "ca.pem"}"\n'
-        f'admin_socket = "{layout.socket("verifier")}"\n'
+        f'listen = "{listen}"\n'
+        # Relative to this file's directory, so the state directory can be moved (and
+        # ``init`` can build it under a staging name).
+        'tls_certificate = "../tls/verifier.pem"\n'
+        'tls_key = "../tls/verifier.key"\n'
+        'client_ca = "../tls/ca.pem"\n'
+        f'admin_socket = "../run/{layout.socket("verifier").name}"\n'
         "\n[storage]\n"
         'collateral_db = "collateral.sqlite"\n'
         'replay_db = "replay.sqlite"\n'
@@ -117,7 +119,7 @@ def config_text(layout: StateLayout) -> str:
 
 
 def initialize_verifier(
-    layout: StateLayout, emulated_root_der: bytes | None = None
+    layout: StateLayout, emulated_root_der: bytes | None = None, listen: str = DEFAULT_LISTEN
 ) -> dict[str, str]:
     """The verifier's part of ``sgxemu init``: its directory, configuration and keys.
 
@@ -129,10 +131,14 @@ def initialize_verifier(
     make_private_dir(home)
     if emulated_root_der is not None:
         write_atomic(home / EMULATED_ROOT_FILE, emulated_root_der, mode=0o644)
-    write_atomic(home / CONFIG_FILE, config_text(layout).encode(), mode=0o600)
+    write_atomic(home / CONFIG_FILE, config_text(layout, listen).encode(), mode=0o600)
     config = VerifierConfig.load(home / CONFIG_FILE)
     build_service(config)  # creates the store, the challenge key and the token keyring
-    return {"config": str(home / CONFIG_FILE), "collateral_store": str(home / "collateral.sqlite")}
+    return {
+        "config": str(home / CONFIG_FILE),
+        "collateral_store": str(home / "collateral.sqlite"),
+        "listen": listen,
+    }
 
 
 def load_config(args: argparse.Namespace) -> VerifierConfig:
@@ -381,6 +387,25 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
         help="the verifier's TLS CA (default: $STATE/tls/ca.pem; env SGXEMU_VERIFIER_CA)",
     )
     parser.add_argument("--audience", metavar="AUD", help="the token's audience (remote)")
+    parser.add_argument(
+        "--challenge",
+        metavar="HEX|FILE",
+        help="the challenge the quote's REPORTDATA binds (remote; hex, or a file of raw bytes as "
+        "`attest --challenge-out` writes); the service redeems it once",
+    )
+    parser.add_argument(
+        "--user-data", metavar="HEX", help="the user data hashed with the challenge (remote)"
+    )
+
+
+def _challenge_bytes(value: str) -> bytes:
+    path = Path(value)
+    if path.is_file():
+        return read_input(value, "challenge", max_bytes=1 << 12)
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise UsageError(f"--challenge: {value!r} is neither a file nor hex") from None
 
 
 def load_policy(path: str) -> Policy:
@@ -453,6 +478,15 @@ def verify_remote(
         pck_chain_pem=pck_chain.decode() if pck_chain else "",
         audience=getattr(args, "audience", None) or "",
     )
+    if getattr(args, "challenge", None):
+        request.challenge = _challenge_bytes(args.challenge)
+    if getattr(args, "user_data", None):
+        if not getattr(args, "challenge", None):
+            raise UsageError("--user-data goes with --challenge")
+        try:
+            request.user_data = bytes.fromhex(args.user_data)
+        except ValueError:
+            raise UsageError("--user-data must be hex") from None
     if at is not None:
         request.at = at
     if getattr(args, "policy", None):
