@@ -14,7 +14,6 @@ from sgx_platform.arch.signing import mrsigner_of_public_key
 from sgxemu_cli import main as cli_main
 
 
-
 @pytest.fixture
 def sgxemu(monkeypatch: pytest.MonkeyPatch, running: Any) -> Any:
     """``sgxemu --state STATE ARGS...`` in-process: returns (exit code, stdout, stderr)."""
