@@ -1,7 +1,9 @@
 """``sgxemu demo``: the whole story in a fresh temporary directory, explained step by step.
 
-Each step says in plain words what it does and why, runs real commands, and checks that the
-outcome is the one the story expects. The demo exits 0 only when every step behaved.
+Each step says in plain words what it does and why, runs the real commands against real
+service processes, and checks that the outcome is the one the story expects (a denial counts
+as behaving only when it is the expected denial, for the expected reason). The demo exits 0
+only when every step behaved, and stops every service it started, whatever happens.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ import argparse
 import contextlib
 import io
 import json
+import shutil
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sgxemu_cli.errors import EXIT_FAILURE, EXIT_OK
 
@@ -26,14 +31,50 @@ class Outcome:
     summary: str
 
 
+@dataclass
+class World:
+    """The demo's files: its working directory and two state directories."""
+
+    work: Path
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def open_state(self) -> Path:
+        return self.work / "open"
+
+    @property
+    def state(self) -> Path:
+        return self.work / "s"
+
+    @property
+    def enclaves(self) -> Path:
+        return self.state / "enclaves"
+
+    @property
+    def key(self) -> Path:
+        return self.work / "vendor.pem"
+
+    @property
+    def image(self) -> Path:
+        return self.work / "hello.sgxs"
+
+    @property
+    def sig(self) -> Path:
+        return self.work / "hello.sig"
+
+    @property
+    def verifier(self) -> str:
+        return str(self.notes["verifier"])
+
+
 @dataclass(frozen=True)
 class Step:
     title: str
     explanation: str
-    run: Callable[[Path], Outcome]
+    run: Callable[[World], Outcome]
 
 
-def _sgxemu(argv: Sequence[str]) -> tuple[int, str, str]:
+def sgxemu(argv: Sequence[str]) -> tuple[int, str, str]:
     """Run one ``sgxemu`` command in-process, capturing what it prints."""
     from sgxemu_cli.main import main
 
@@ -46,154 +87,390 @@ def _sgxemu(argv: Sequence[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def _build(work: Path) -> Outcome:
-    code, _, err = _sgxemu(
-        [
-            "image",
-            "build",
-            "--out",
-            str(work / "hello.sgxs"),
-            "--code-pages",
-            "4",
-            "--data-pages",
-            "2",
-            "--heap-pages",
-            "8",
-            "--tcs",
-            "2",
-            "--seed",
-            "7",
-        ]
-    )
+def _in(world: World, *argv: str) -> tuple[int, str, str]:
+    return sgxemu(["--state", str(world.state), *argv])
+
+
+def _failed(what: str, code: int, out: str, err: str) -> Outcome:
+    detail = (err or out).strip().splitlines()
+    return Outcome(False, f"{what} (exit {code}): {detail[-1] if detail else 'no output'}")
+
+
+def _wrap(text: str, indent: str = "   ", hang: str = "") -> str:
+    return textwrap.fill(text, width=92, initial_indent=indent, subsequent_indent=indent + hang)
+
+
+# -- the enclave ----------------------------------------------------------------------------------
+
+
+def _build_and_sign(world: World) -> Outcome:
+    steps = [
+        ["image", "build", "--out", str(world.image), "--code-pages", "4", "--data-pages", "2",
+         "--heap-pages", "8", "--tcs", "2", "--seed", "7"],
+        ["keygen", "--out", str(world.key)],
+        ["sign", str(world.image), "--key", str(world.key), "--out", str(world.sig),
+         "--isvprodid", "1", "--isvsvn", "3"],
+    ]
+    for argv in steps:
+        code, out, err = sgxemu(argv)
+        if code != 0:
+            return _failed(" ".join(argv[:2]), code, out, err)
+    code, out, err = sgxemu(["sigstruct", "show", str(world.sig), "--json"])
     if code != 0:
-        return Outcome(False, f"image build failed: {err.strip()}")
-    size = (work / "hello.sgxs").stat().st_size
-    return Outcome(True, f"wrote hello.sgxs ({size} bytes of SGXS measurement stream)")
-
-
-def _keygen(work: Path) -> Outcome:
-    code, _, err = _sgxemu(["keygen", "--out", str(work / "vendor.pem")])
-    if code != 0:
-        return Outcome(False, f"keygen failed: {err.strip()}")
-    return Outcome(True, "wrote vendor.pem (RSA-3072, public exponent 3, mode 0600)")
-
-
-def _measure(work: Path) -> Outcome:
-    code, out, err = _sgxemu(["measure", str(work / "hello.sgxs")])
-    if code != 0:
-        return Outcome(False, f"measure failed: {err.strip()}")
-    mrenclave = out.strip()
-    (work / "mrenclave.txt").write_text(mrenclave)
-    return Outcome(len(mrenclave) == 64, f"MRENCLAVE = {mrenclave}")
-
-
-def _sign(work: Path) -> Outcome:
-    code, _, err = _sgxemu(
-        [
-            "sign",
-            str(work / "hello.sgxs"),
-            "--key",
-            str(work / "vendor.pem"),
-            "--out",
-            str(work / "hello.sig"),
-            "--isvprodid",
-            "1",
-            "--isvsvn",
-            "3",
-        ]
-    )
-    if code != 0:
-        return Outcome(False, f"sign failed: {err.strip()}")
-    return Outcome(True, "wrote hello.sig (a 1808-byte SIGSTRUCT)")
-
-
-def _show(work: Path) -> Outcome:
-    code, out, err = _sgxemu(["sigstruct", "show", str(work / "hello.sig"), "--json"])
-    if code != 0:
-        return Outcome(False, f"sigstruct show failed: {err.strip()}")
+        return _failed("sigstruct show", code, out, err)
     shown = json.loads(out)
-    expected = (work / "mrenclave.txt").read_text()
-    if shown.get("mrenclave") != expected:
-        return Outcome(False, "the SIGSTRUCT's ENCLAVEHASH does not match the measured image")
+    code, measured, err = sgxemu(["measure", str(world.image)])
+    if code != 0 or shown.get("mrenclave") != measured.strip():
+        return Outcome(False, "the SIGSTRUCT's ENCLAVEHASH differs from the measured image")
     if not shown.get("signature_valid"):
         return Outcome(False, "the SIGSTRUCT's signature does not verify")
+    world.notes["mrsigner"] = shown["mrsigner"]
     return Outcome(
         True,
-        f"ENCLAVEHASH matches MRENCLAVE; signature valid; MRSIGNER = {shown.get('mrsigner')}",
+        f"hello.sgxs measured: MRENCLAVE {measured.strip()[:16]}…; signed by a fresh key: "
+        f"MRSIGNER {shown['mrsigner'][:16]}… (signature and q1/q2 valid)",
     )
 
 
-def _tamper(work: Path) -> Outcome:
-    sig = bytearray((work / "hello.sig").read_bytes())
-    sig[1024] ^= 0x01  # ISVPRODID: a signed field
-    (work / "tampered.sig").write_bytes(bytes(sig))
-    code, out, _ = _sgxemu(["sigstruct", "show", str(work / "tampered.sig"), "--json"])
+# -- open launch mode: the article's problem ------------------------------------------------------
+
+
+def _open_mode(world: World) -> Outcome:
+    from sgxemu_cli import supervisor
+    from sgxemu_cli.state import StateLayout
+
+    code, out, err = sgxemu(
+        ["--state", str(world.open_state), "init", "--launch-mode", "open",
+         "--verifier-listen", "127.0.0.1:0"]
+    )
     if code != 0:
-        return Outcome(False, "sigstruct show could not read the tampered SIGSTRUCT")
-    if json.loads(out).get("signature_valid"):
-        return Outcome(False, "a SIGSTRUCT with a flipped signed bit still verified")
-    return Outcome(True, "one flipped bit in ISVPRODID: the signature no longer verifies")
+        return _failed("init (open mode)", code, out, err)
+    layout = StateLayout(world.open_state)
+    shutil.copy(world.image, layout.enclaves / "hello.sgxs")
+    shutil.copy(world.sig, layout.enclaves / "hello.sig")
+    try:
+        supervisor.start_service(layout, supervisor.SERVICES[0])
+        code, out, err = sgxemu(
+            ["--state", str(world.open_state), "enclave", "load",
+             str(layout.enclaves / "hello.sgxs"), str(layout.enclaves / "hello.sig")]
+        )
+    finally:
+        supervisor.down(layout)
+    if code != 0:
+        return _failed("enclave load in open mode", code, out, err)
+    return Outcome(
+        True,
+        "launched: nobody was asked whether this signer may run enclaves here",
+    )
+
+
+# -- token mode: the admin decides ----------------------------------------------------------------
+
+
+def _token_world(world: World) -> Outcome:
+    code, out, err = sgxemu(
+        ["--state", str(world.state), "init", "--verifier-listen", "127.0.0.1:0", "--json"]
+    )
+    if code != 0:
+        return _failed("init", code, out, err)
+    world.notes["verifier"] = json.loads(out)["components"]["verifier"]["listen"]
+    shutil.copy(world.image, world.enclaves / "hello.sgxs")
+    shutil.copy(world.sig, world.enclaves / "hello.sig")
+    code, out, err = _in(world, "up", "--detach")
+    if code != 0:
+        return _failed("up", code, out, err)
+    services = [line.split()[0] for line in out.splitlines() if "SERVING" in line]
+    return Outcome(True, f"{', '.join(services)} are up and healthy (token launch mode)")
+
+
+def _load(world: World, image: Path | None = None) -> tuple[int, str, str]:
+    image = image or world.enclaves / "hello.sgxs"
+    return _in(world, "enclave", "load", str(image), str(world.enclaves / "hello.sig"))
+
+
+def _denied_unknown_signer(world: World) -> Outcome:
+    code, out, err = _load(world)
+    if code == 0:
+        return Outcome(False, "an unlisted signer launched in token mode")
+    if "LAUNCH_SIGNER_NOT_LISTED" not in err or world.notes["mrsigner"] not in err:
+        return _failed("expected a signer denial naming the MRSIGNER", code, out, err)
+    print(_wrap(f"the platform said: {err.strip().removeprefix('sgxemu: ')}", "   > "))
+    return Outcome(True, "denied, with the MRSIGNER, the rule and the admin's command")
+
+
+def _admin_allows_and_locks(world: World) -> Outcome:
+    code, out, err = _in(
+        world, "launchctl", "add-signer", "--key", str(world.key), "--comment", "hello demo"
+    )
+    if code != 0:
+        return _failed("launchctl add-signer", code, out, err)
+    code, out, err = _load(world)
+    if code != 0:
+        return _failed("enclave load after add-signer", code, out, err)
+    code, out, err = _in(world, "launchctl", "lock")
+    if code != 0:
+        return _failed("launchctl lock", code, out, err)
+    code, out, err = _in(world, "launchctl", "add-signer", "ab" * 32, "--comment", "too late")
+    if code == 0 or "locked" not in err:
+        return _failed("expected the locked policy to refuse a change", code, out, err)
+    print(_wrap(f"after the lock: {err.strip().removeprefix('sgxemu: ')}", "   > "))
+    return Outcome(True, "the allowed signer launches; after lock, changes are refused")
+
+
+def _load_policy(world: World) -> Outcome:
+    elsewhere = world.work / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    shutil.copy(world.image, elsewhere / "hello.sgxs")
+    code, out, err = _load(world, elsewhere / "hello.sgxs")
+    if code == 0:
+        return Outcome(False, "an image outside the allowed directory was loaded")
+    if "IMAGE_PATH_NOT_ALLOWED" not in err:
+        return _failed("expected the load policy's image_path denial", code, out, err)
+    print(_wrap(f"the platform said: {err.strip().removeprefix('sgxemu: ')}", "   > "))
+    return Outcome(True, "refused by the load policy, naming its rule")
+
+
+# -- attestation ----------------------------------------------------------------------------------
+
+
+def _attest_and_verify(world: World, name: str) -> tuple[int, dict[str, Any], str]:
+    """Challenge, REPORT, quote, then verification at the verifier: (exit, document, stderr)."""
+    quote, collateral, challenge = (world.work / f"{name}{ext}" for ext in (".bin", ".json", ".ch"))
+    code, out, err = _in(
+        world, "attest", str(world.enclaves / "hello.sgxs"), str(world.enclaves / "hello.sig"),
+        "--quote-out", str(quote), "--collateral-out", str(collateral), "--challenge",
+        "--verifier", world.verifier, "--challenge-out", str(challenge), "--json",
+    )
+    if code != 0:
+        return code, {"error": (err or out).strip()}, err
+    code, out, err = _in(
+        world, "verify", str(quote), "--remote", world.verifier, "--collateral", str(collateral),
+        "--challenge", str(challenge), "--json",
+    )
+    try:
+        document: dict[str, Any] = json.loads(out)
+    except json.JSONDecodeError:
+        document = {"error": (err or out).strip()}
+    return code, document, err
+
+
+def _attestation(world: World) -> Outcome:
+    import jwt
+
+    code, doc, err = _attest_and_verify(world, "quote1")
+    if code != 0 or not doc.get("accepted"):
+        return _failed("attest + verify", code, json.dumps(doc)[:300], err)
+    token = doc.get("token")
+    if not token:
+        return Outcome(False, "the verifier accepted the quote but issued no token")
+    code, out, err = _in(world, "verifier", "jwks", "--remote", world.verifier)
+    if code != 0:
+        return _failed("verifier jwks", code, out, err)
+    jwks = jwt.PyJWKSet.from_dict(json.loads(out))
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = next((k for k in jwks.keys if k.key_id == kid), None)
+    if key is None:
+        return Outcome(False, f"the token's key {kid} is not in the verifier's JWKS")
+    claims = jwt.decode(token, key=key, algorithms=["ES256"], audience="sgxemu")
+    identity = claims["sgx"]
+    if identity["mrsigner"] != world.notes["mrsigner"] or identity["tcb_status"] != "UpToDate":
+        return Outcome(False, f"the token's claims are not this enclave's: {identity}")
+    print(_wrap(
+        f"verdict: verified, TCB {doc['tcb_status']}, anchor {doc['trust_anchor']} — "
+        f"{doc.get('warning', '')}", "   > "))
+    return Outcome(
+        True,
+        f"quote verified and accepted; the ES256 token (kid {kid[:12]}…) checks against the "
+        "verifier's JWKS",
+    )
+
+
+# -- sealing across a restart ---------------------------------------------------------------------
+
+
+def _with_enclave(world: World, action: Callable[[Any, bytes], bytes]) -> bytes:
+    """Load hello in the platform (retrying while launch control comes back), run ``action``."""
+    from sgx_platform.rpc.client import PlatformClient, PlatformRpcError
+
+    sig = (world.enclaves / "hello.sig").read_bytes()
+    last: Exception | None = None
+    for _ in range(100):
+        try:
+            with PlatformClient.unix(world.state / "run" / "platform.sock") as client:
+                loaded = client.load_enclave_from_file(world.enclaves / "hello.sgxs", sig)
+                try:
+                    return action(client, loaded.handle)
+                finally:
+                    client.destroy_enclave(loaded.handle)
+        except PlatformRpcError as e:
+            last = e
+            time.sleep(0.1)
+    raise RuntimeError(f"the enclave could not be loaded: {last}")
+
+
+def _sealing(world: World) -> Outcome:
+    from sgxemu_cli import supervisor
+    from sgxemu_cli.state import StateLayout
+
+    secret = b"the demo's secret, for this enclave's signer only"
+    sealed = _with_enclave(world, lambda client, handle: client.seal(handle, secret))
+    layout = StateLayout(world.state)
+    supervisor.stop_service(layout, "platform")
+    supervisor.up(layout)  # starts the platform again; the others are still running
+    opened = _with_enclave(world, lambda client, handle: client.unseal(handle, sealed)[0])
+    if opened != secret:
+        return Outcome(False, "the sealed data did not come back after the restart")
+    return Outcome(
+        True,
+        f"sealed {len(secret)} bytes into a {len(sealed)}-byte sgx_sealed_data_t; after the "
+        "platform restarted (new boot epoch, old handles stale) it unsealed intact",
+    )
+
+
+# -- TCB recovery ---------------------------------------------------------------------------------
+
+
+def _tcb_recovery(world: World) -> Outcome:
+    code, out, err = _in(world, "pcs", "tcb-recovery")
+    if code != 0:
+        return _failed("pcs tcb-recovery", code, out, err)
+    code, doc, err = _attest_and_verify(world, "quote2")
+    if code != 1 or not doc.get("verified") or doc.get("tcb_status") != "OutOfDate":
+        return _failed(
+            "expected a verified OutOfDate quote refused by the policy", code, str(doc)[:300], err
+        )
+    violations = doc.get("policy", {}).get("violations", [])
+    print(_wrap(f"policy: {violations[0]['code']}: {violations[0]['message']}", "   > "))
+    return Outcome(True, "the quote still verifies, but is OutOfDate: the policy refuses it")
+
+
+def _tcb_update(world: World) -> Outcome:
+    code, out, err = _in(world, "platform", "update-tcb")
+    if code != 0:
+        return _failed("platform update-tcb", code, out, err)
+    code, doc, err = _attest_and_verify(world, "quote3")
+    if code != 0 or doc.get("tcb_status") != "UpToDate" or not doc.get("accepted"):
+        return _failed("expected UpToDate and accepted after the update", code, str(doc)[:300], err)
+    return Outcome(True, "CPUSVN raised, PCK re-certified: UpToDate and accepted again")
+
+
+def _down(world: World) -> Outcome:
+    code, out, err = _in(world, "down")
+    if code != 0:
+        return _failed("down", code, out, err)
+    leftovers = _processes_of(world.work)
+    if leftovers:
+        return Outcome(False, f"processes left behind: {leftovers}")
+    return Outcome(True, "every service stopped gracefully; no process left behind")
+
+
+def _processes_of(directory: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(directory).encode() in cmdline and b"serve" in cmdline:
+            found.append(int(proc.name))
+    return found
 
 
 STEPS: tuple[Step, ...] = (
     Step(
-        "Build an example enclave image",
-        "An enclave is a set of 4 KiB pages: TCS pages (where threads enter), code, data and a "
-        "heap. The builder writes them as an SGXS stream, the exact sequence of records the CPU "
-        "hashes while the enclave is built.",
-        _build,
+        "Build, measure and sign an example enclave",
+        "An enclave is a set of 4 KiB pages (TCS, code, data, heap), written as an SGXS stream: "
+        "the records the CPU hashes into MRENCLAVE while the enclave is built. Its vendor signs "
+        "it with an RSA-3072 key (exponent 3); the hash of the key's modulus is MRSIGNER.",
+        _build_and_sign,
     ),
     Step(
-        "Make an enclave signing key",
-        "Every enclave is signed by its vendor with an RSA-3072 key whose exponent is 3. The "
-        "hash of the key's modulus is the enclave's MRSIGNER, the identity launch control and "
-        "sealing use.",
-        _keygen,
+        "Open launch mode: any signer launches (the LWN article's problem)",
+        "On mainline Linux the kernel writes each enclave's own signer into the launch-control "
+        "registers before EINIT, so anybody who can open the enclave device can launch any "
+        "self-signed enclave, and code hidden in it runs where nobody can look.",
+        _open_mode,
     ),
     Step(
-        "Measure the image",
-        "MRENCLAVE is SHA-256 over the ECREATE, EADD and EEXTEND records: layout, page types, "
-        "permissions and contents. Change one byte of a measured page and it changes.",
-        _measure,
+        "Token mode: start the platform, launchctl, quoting and the verifier",
+        "Now the registers hold the launch enclave's signer and are locked at boot. Every "
+        "EINIT needs a token from launchctl, which decides against the admin's allowlist.",
+        _token_world,
     ),
     Step(
-        "Sign it",
-        "The SIGSTRUCT carries the expected MRENCLAVE, the product id and security version, the "
-        "attributes the enclave may have, and the vendor's signature over all of it.",
-        _sign,
+        "The same unknown signer is denied",
+        "launchctl has never heard of this signer: no token, and EINIT fails closed.",
+        _denied_unknown_signer,
     ),
     Step(
-        "Show and check the SIGSTRUCT",
-        "EINIT will refuse an enclave whose measurement differs from the SIGSTRUCT or whose "
-        "signature does not verify; here we check both offline.",
-        _show,
+        "The admin allows the signer, then locks the policy",
+        "Wettstein's proposal: set the allowed keys at system initialization, then make the set "
+        "immutable. The lock is latched in the platform until it is reset.",
+        _admin_allows_and_locks,
     ),
     Step(
-        "Tamper with it",
-        "A signed field changed after signing must be caught.",
-        _tamper,
+        "The load policy: images only from the allowed directory",
+        "Lutomirski's objection: executable pages should come from files the system can judge. "
+        "The platform opens the image itself, only under allowed directories.",
+        _load_policy,
+    ),
+    Step(
+        "Remote attestation: challenge, report, quote, verification, token",
+        "The verifier issues a challenge; the enclave puts SHA-256(challenge || user data) in "
+        "its REPORT for the quoting enclave, which returns a DCAP quote v3 signed by its "
+        "attestation key and certified by the PCK. The verifier checks it all and signs a token.",
+        _attestation,
+    ),
+    Step(
+        "Sealing survives a platform restart",
+        "Sealed data is encrypted with a key only this signer's enclaves on this platform can "
+        "derive. A restart is a reboot: enclaves are gone, the fused secrets are not.",
+        _sealing,
+    ),
+    Step(
+        "A TCB recovery: the verdict turns OutOfDate",
+        "The provisioning authority publishes a new TCB level; this platform is now behind it.",
+        _tcb_recovery,
+    ),
+    Step(
+        "A TCB update restores it",
+        "The platform's CPUSVN rises; the PCE derives a new PCK key and is certified again.",
+        _tcb_update,
+    ),
+    Step(
+        "Stop everything",
+        "sgxemu down stops the services in reverse order, gracefully.",
+        _down,
     ),
 )
 
 
-def _say(text: str) -> None:
-    print(textwrap.fill(text, width=88, initial_indent="   ", subsequent_indent="   "))
-
-
 def run_demo(work: Path, steps: Sequence[Step] = STEPS) -> int:
-    failures = 0
-    for number, step in enumerate(steps, 1):
-        print(f"\n[{number}/{len(steps)}] {step.title}")
-        _say(step.explanation)
-        try:
-            outcome = step.run(work)
-        except Exception as e:  # the demo reports any failure as a failed step
-            outcome = Outcome(False, f"unexpected error: {type(e).__name__}: {e}")
-        print(f"   {'ok  ' if outcome.ok else 'FAIL'} {outcome.summary}")
-        failures += not outcome.ok
-        if not outcome.ok:
-            break
-    if failures:
+    world = World(work)
+    failed = False
+    try:
+        for number, step in enumerate(steps, 1):
+            print(f"\n[{number}/{len(steps)}] {step.title}")
+            print(_wrap(step.explanation))
+            try:
+                outcome = step.run(world)
+            except Exception as e:  # the demo reports any failure as a failed step
+                outcome = Outcome(False, f"unexpected error: {type(e).__name__}: {e}")
+            print(_wrap(f"{'ok  ' if outcome.ok else 'FAIL'} {outcome.summary}", hang="     "))
+            sys.stdout.flush()
+            if not outcome.ok:
+                failed = True
+                break
+    finally:
+        from sgxemu_cli import supervisor
+        from sgxemu_cli.state import StateLayout
+
+        for state in (world.open_state, world.state):
+            if (state / "sgxemu-state.json").exists():
+                supervisor.down(StateLayout(state))
+    if failed:
         print("\nThe demo stopped at a step that did not behave as the story expects.")
         return EXIT_FAILURE
     print(f"\nAll {len(steps)} steps behaved.")
@@ -201,15 +478,15 @@ def run_demo(work: Path, steps: Sequence[Step] = STEPS) -> int:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    # Unix socket paths must stay short: work under /tmp, not a long $TMPDIR.
+    base = "/tmp" if Path("/tmp").is_dir() else None  # noqa: S108 - mkdtemp makes it private
     if args.keep:
-        work = Path(tempfile.mkdtemp(prefix="sgxemu-demo-"))
+        work = Path(tempfile.mkdtemp(prefix="sgxemu-demo-", dir=base))
         print(f"Working in {work} (kept afterwards)")
         return run_demo(work)
-    with tempfile.TemporaryDirectory(prefix="sgxemu-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sgxemu-demo-", dir=base) as tmp:
         print(f"Working in a fresh temporary directory: {tmp}")
-        code = run_demo(Path(tmp))
-    sys.stdout.flush()
-    return code
+        return run_demo(Path(tmp))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -229,6 +229,22 @@ def _challenge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def fetch_jwks(args: argparse.Namespace) -> dict[str, Any]:
+    """The verifier's JWK Set (its signing key first, then retired keys still in use)."""
+    with _channel(args) as channel:
+        try:
+            reply = stub(channel).GetJwks(pb.GetJwksRequest(), timeout=10)
+        except grpc.RpcError as e:
+            raise _rpc_error(e) from None
+    jwks: dict[str, Any] = json.loads(reply.jwks_json)
+    return jwks
+
+
+def _jwks(args: argparse.Namespace) -> int:
+    print_json(fetch_jwks(args))
+    return EXIT_OK
+
+
 def _rpc_error(error: grpc.RpcError) -> CliError:
     info = error_info(error)
     reason = f" [{info.reason}]" if info is not None else ""
@@ -552,6 +568,9 @@ def register(subparsers: Any) -> None:
     _client_options(challenge)
     challenge.add_argument("--json", action="store_true", help="print one JSON document")
     challenge.set_defaults(func=_challenge)
+    jwks = sub.add_parser("jwks", help="print the verifier's JWK Set (to check its tokens)")
+    _client_options(jwks)
+    jwks.set_defaults(func=_jwks)
 
     collateral = sub.add_parser("collateral", help="import, refresh and inspect collateral")
     csub = collateral.add_subparsers(dest="collateral_command", metavar="COMMAND", required=True)
