@@ -395,6 +395,42 @@ def test_each_request_policy_rule_denies(
     assert [c for c, _ in _codes(response)] == [code]
 
 
+def test_advisory_and_collateral_grace_rules_over_the_wire(served: Served) -> None:
+    """The two request-policy rules the parametrized test above cannot reach with the fixture's
+    UpToDate quote: accepted advisory IDs, and collateral grace (off by default)."""
+    f = fixture()
+    pcs = f.pcs()
+    recovery = pcs.tcb_recovery()
+    quote = f.quote()
+    recovered = pcs.collateral_for_quote(quote).to_json()
+    statuses = pb.StringSet(values=["UpToDate", "OutOfDate"])
+    other = _verify(served.stub, quote=quote, collateral_json=recovered, policy=_emulated_policy(
+        accepted_tcb_statuses=statuses, accepted_advisory_ids=pb.StringSet(values=["INTEL-SA-0"])))
+    assert other.verified and list(other.advisory_ids) == [recovery.advisory_id]
+    assert not other.accepted and not other.token
+    assert [c for c, _ in _codes(other)] == ["POLICY_ADVISORY"]
+    listed = _verify(served.stub, quote=quote, collateral_json=recovered, policy=_emulated_policy(
+        accepted_tcb_statuses=statuses,
+        accepted_advisory_ids=pb.StringSet(values=[recovery.advisory_id])))
+    assert listed.accepted and listed.token, _codes(listed)
+
+    # An hour past the collateral's nextUpdate: refused by default, accepted with a day's grace.
+    quote = _quote()
+    collateral = f.pcs().collateral_for_quote(quote)
+    served.clock.now = collateral.signed_tcb_info.tcb_info.next_update.timestamp() + 3600
+    stale = _verify(served.stub, quote=quote, collateral_json=collateral.to_json(),
+                    policy=_emulated_policy())
+    assert not stale.verified and not stale.accepted and not stale.token
+    assert "COLLATERAL_EXPIRED" in [failure.code for failure in stale.failures]
+    graceful = _verify(served.stub, quote=quote, collateral_json=collateral.to_json(),
+                       policy=_emulated_policy(collateral_grace_seconds=86400))
+    assert graceful.verified and graceful.accepted, (list(graceful.failures), _codes(graceful))
+    served.clock.now += 2 * 86400  # beyond the grace
+    late = _verify(served.stub, quote=quote, collateral_json=collateral.to_json(),
+                   policy=_emulated_policy(collateral_grace_seconds=86400))
+    assert not late.verified and not late.accepted and not late.token
+
+
 def test_request_policy_defaults_are_strict(served: Served) -> None:
     mre, mrs = _enclave()
     # An empty request policy is the strict default: the Intel anchor only.
