@@ -7,8 +7,10 @@ Invariants:
   ``$STATE/run/<name>.pid`` (written atomically, removed when it stops).
 - A pid file is trusted only when ``/proc/<pid>/cmdline`` is an sgxemu ``serve`` of this very
   state directory: a stale file whose pid was reused is never signalled.
-- Services start in dependency order and each must answer its gRPC health check before the next
-  starts; they stop in reverse order, SIGTERM first (graceful), SIGKILL only after a timeout.
+- Services start in dependency order and each must answer its gRPC health check (and, where a
+  service is SERVING before it can do its job, its readiness probe: launchctl's daemon must
+  serve the platform's current boot) before the next starts; they stop in reverse order,
+  SIGTERM first (graceful), SIGKILL only after a timeout.
 - A service that dies is reported with the tail of its log, never hidden.
 """
 
@@ -26,6 +28,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sgx.launchctl.v1 import launchctl_pb2, launchctl_pb2_grpc
 from sgx_rpc.channel import tls_channel, unix_channel
 from sgxemu_cli.errors import CliError
 from sgxemu_cli.io import write_atomic
@@ -52,6 +55,8 @@ class ServiceSpec:
     #: The gRPC service whose health is checked ("" = the server as a whole).
     health_service: str
     target: Callable[[StateLayout], HealthTarget]
+    #: Beyond health: True once the service can do its job (None: health says it all).
+    ready: Callable[[StateLayout], bool] | None = None
 
 
 def _socket(name: str) -> Callable[[StateLayout], HealthTarget]:
@@ -61,13 +66,26 @@ def _socket(name: str) -> Callable[[StateLayout], HealthTarget]:
     return target
 
 
+def _launchctl_ready(layout: StateLayout) -> bool:
+    """The daemon serves the platform's current boot (its LE loaded, its state checked against
+    the latch). Its gRPC health is SERVING earlier, as soon as it listens."""
+    try:
+        with unix_channel(layout.run / "launchctl.sock") as channel:
+            reply = launchctl_pb2_grpc.LaunchControlServiceStub(channel).GetStatus(
+                launchctl_pb2.GetStatusRequest(), timeout=2.0
+            )
+    except grpc.RpcError:
+        return False
+    return bool(reply.ready)
+
+
 #: The services ``up`` starts, in dependency order: the platform first (everything launches
 #: through it), launchctl (token mode needs it before any other launch), quoting (its PCE and
 #: QE launch through both; it also serves the emulated PCS), then the verifier. Health is
 #: checked on each one's local socket; the verifier also listens on TLS (verifier.toml).
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("platform", "", _socket("platform.sock")),
-    ServiceSpec("launchctl", "", _socket("launchctl.sock")),
+    ServiceSpec("launchctl", "", _socket("launchctl.sock"), _launchctl_ready),
     ServiceSpec("quoting", "", _socket("quoting.sock")),
     ServiceSpec("verifier", "", _socket("verifier.sock")),
 )
@@ -200,12 +218,14 @@ def start_service(layout: StateLayout, spec: ServiceSpec, *, timeout: float = 30
                 f"its log ({log_file(layout, spec.name)}) ends with:\n"
                 f"{_log_tail(layout, spec.name)}"
             )
-        if check_health(spec, layout, timeout=1.0) == "SERVING":
+        if check_health(spec, layout, timeout=1.0) == "SERVING" and (
+            spec.ready is None or spec.ready(layout)
+        ):
             return proc.pid
         time.sleep(0.1)
     stop_service(layout, spec.name)
     raise CliError(
-        f"the {spec.name} service did not become healthy within {timeout:.0f} s; "
+        f"the {spec.name} service did not become healthy and ready within {timeout:.0f} s; "
         f"its log ends with:\n{_log_tail(layout, spec.name)}"
     )
 
