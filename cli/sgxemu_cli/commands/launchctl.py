@@ -213,7 +213,8 @@ def _status(args: argparse.Namespace) -> int:
         status = client.status()
     document = status.to_json()
     lines = [
-        f"locked: {'yes' if status.locked else 'no'}",
+        # Until the daemon serves this boot it has not compared its state with the latch yet.
+        f"locked: {'yes' if status.locked else 'no' if status.ready else 'unknown (starting)'}",
         f"mode: {status.mode}",
         f"ready: {'yes' if status.ready else 'no'}",
         f"entries: {status.signer_count}",
