@@ -1,5 +1,6 @@
-"""What the daemon needs from the platform, as an interface (implemented over gRPC in
-``rpc/platform.py``; only ``rpc/`` touches generated code).
+"""What the daemon needs from the platform, as an interface (implemented in ``rpc/platform.py``
+over the platform's published client ``sgx_platform.rpc.client``; only ``rpc/`` touches
+generated code). The interface is the daemon's: ``LaunchctlService`` accepts any implementation.
 
 Invariants: every method is one platform call with a deadline; a refusal or an unreachable
 platform raises :class:`~sgx_launchctl.errors.PlatformCallError` carrying the platform's status

@@ -2,8 +2,9 @@
 
 The PCE and QE run as enclaves on the platform and reach it only through its gRPC API; the
 PCS is reached only through its ProvisioningService. :mod:`sgx_quoting.rpc.platform_client`
-and :mod:`sgx_quoting.rpc.pcs_client` implement these protocols over gRPC; nothing else in
-the package knows about channels or generated code.
+(over the platform's published client ``sgx_platform.rpc.client``) and
+:mod:`sgx_quoting.rpc.pcs_client` implement these protocols over gRPC; nothing else in the
+package knows about channels or generated code.
 
 Invariants: every method either returns what it says or raises
 :class:`~sgx_quoting.enclave_errors.PlatformCallError` /

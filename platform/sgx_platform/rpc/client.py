@@ -4,9 +4,14 @@ Invariants:
 
 * Imports only ``sgx_platform.arch``, the generated ``sgx.platform.v1`` code and ``sgx_rpc``
   (never the emulator), so it can move verbatim to wherever launchctl and quoting may import it.
-* Every failed call raises :class:`PlatformRpcError` carrying the status code and the
-  ``ErrorInfo`` fields (reason, errno, SGX code, rule, hint) — callers branch on ``reason``,
-  never on message text.
+* Every failed call raises :class:`PlatformRpcError` carrying the RPC's name, the status code
+  and the ``ErrorInfo`` fields (reason, errno, SGX code, rule, hint) — callers branch on
+  ``reason``, never on message text.
+* With ``reconnect_wait`` (a long-lived client such as the quoting service), a call that never
+  reached the platform (UNAVAILABLE without an ``ErrorInfo``) is tried once more, waiting at
+  most that long for a (re)starting platform; a call the platform never answered then fails
+  UNAVAILABLE. Without it (the default, one-shot clients such as the CLI) every failure is
+  reported as it comes.
 * An :class:`EnclaveSession` keeps its enclave's lease alive from a daemon thread (renewing at a
   third of the lease period) and destroys the enclave when closed; the handle never appears in
   its ``repr``.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -27,7 +33,7 @@ from sgx.platform.v1 import platform_pb2 as pb
 from sgx.platform.v1 import platform_pb2_grpc as pb_grpc
 from sgx_platform.arch.errors import SgxError
 from sgx_platform.arch.measurement import Measurement
-from sgx_rpc.channel import unix_channel
+from sgx_rpc.channel import ChannelOption, unix_channel
 from sgx_rpc.errors import error_info
 
 log = logging.getLogger(__name__)
@@ -44,12 +50,15 @@ class PlatformRpcError(SgxError):
         message: str,
         reason: str,
         metadata: dict[str, str],
+        method: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.reason = reason
         self.metadata = metadata
+        #: The RPC that failed (``GetKey``, ``LoadEnclaveFromFile``...).
+        self.method = method
 
     @property
     def errno_name(self) -> str | None:
@@ -69,13 +78,13 @@ class PlatformRpcError(SgxError):
         return self.metadata.get("hint")
 
     @classmethod
-    def from_rpc(cls, error: grpc.RpcError) -> PlatformRpcError:
+    def from_rpc(cls, error: grpc.RpcError, method: str = "") -> PlatformRpcError:
         info = error_info(error)
         code: grpc.StatusCode = error.code()
         details: str = error.details() or code.name
         if info is None:
-            return cls(code, details, code.name, {})
-        return cls(code, details, info.reason, dict(info.metadata))
+            return cls(code, details, code.name, {}, method)
+        return cls(code, details, info.reason, dict(info.metadata), method)
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
@@ -94,16 +103,35 @@ class LoadResult:
 
 
 class PlatformClient:
-    """Typed calls over one channel; ``timeout`` bounds each call."""
+    """Typed calls over one channel; ``timeout`` bounds each call, ``reconnect_wait`` (seconds,
+    0 for none) how long a call that never reached the platform waits for it once more."""
 
-    def __init__(self, channel: grpc.Channel, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        reconnect_wait: float = 0.0,
+    ) -> None:
         self._channel = channel
         self._stub = pb_grpc.PlatformServiceStub(channel)
         self._timeout = timeout
+        self._reconnect_wait = reconnect_wait
 
     @classmethod
-    def unix(cls, path: str | Path, *, timeout: float = DEFAULT_TIMEOUT) -> PlatformClient:
-        return cls(unix_channel(path), timeout=timeout)
+    def unix(
+        cls,
+        path: str | Path,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        reconnect_wait: float = 0.0,
+        options: Sequence[ChannelOption] = (),
+    ) -> PlatformClient:
+        """A client of one of the platform's sockets; a long-lived client passes
+        ``options=sgx_rpc.channel.QUICK_RECONNECT``."""
+        return cls(
+            unix_channel(path, options=options), timeout=timeout, reconnect_wait=reconnect_wait
+        )
 
     def close(self) -> None:
         self._channel.close()
@@ -115,10 +143,23 @@ class PlatformClient:
         self.close()
 
     def _call(self, method: str, request: Any) -> Any:
+        call = getattr(self._stub, method)
         try:
-            return getattr(self._stub, method)(request, timeout=self._timeout)
+            try:
+                return call(request, timeout=self._timeout)
+            except grpc.RpcError as e:
+                if not self._reconnect_wait or not _never_reached(e):
+                    raise
+                return call(
+                    request, timeout=min(self._timeout, self._reconnect_wait), wait_for_ready=True
+                )
         except grpc.RpcError as e:
-            raise PlatformRpcError.from_rpc(e) from None
+            if self._reconnect_wait and _never_answered(e):
+                unavailable = grpc.StatusCode.UNAVAILABLE
+                raise PlatformRpcError(
+                    unavailable, e.details() or unavailable.name, unavailable.name, {}, method
+                ) from None
+            raise PlatformRpcError.from_rpc(e, method) from None
 
     # -- platform ----------------------------------------------------------------------------
 
@@ -296,6 +337,16 @@ class PlatformClient:
 
     def latch_launch_policy(self, digest: bytes) -> None:
         self._call("LatchLaunchPolicy", pb.LatchLaunchPolicyRequest(digest=digest))
+
+
+def _never_reached(error: grpc.RpcError) -> bool:
+    """Not connected: UNAVAILABLE without an ``ErrorInfo`` (the platform never saw the call)."""
+    return error.code() == grpc.StatusCode.UNAVAILABLE and error_info(error) is None
+
+
+def _never_answered(error: grpc.RpcError) -> bool:
+    """The deadline passed without an answer from the platform (no ``ErrorInfo``)."""
+    return error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and error_info(error) is None
 
 
 class EnclaveSession:
