@@ -96,6 +96,8 @@ def report_data_for(challenge: bytes, user_data: bytes) -> bytes:
 
 
 def _refused(step: str, error: grpc.RpcError) -> StepFailed:
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        return StepFailed(f"{step}: no answer; are the services up? (sgxemu up --detach)")
     info = error_info(error)
     reason = info.reason if info is not None else error.code().name
     return StepFailed(f"{step}: refused ({reason}): {error.details()}")

@@ -140,6 +140,8 @@ def appraise_remotely(
     try:
         response = stub.VerifyQuote(request, timeout=TIMEOUT)
     except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNAVAILABLE:
+            raise CannotAppraise("the verifier does not answer; is it up?") from e
         info = error_info(e)
         reason = info.reason if info is not None else e.code().name
         raise CannotAppraise(f"the verifier refused ({reason}): {e.details()}") from e
