@@ -48,8 +48,9 @@ of date). The [README](../README.md) has guides that put the commands together.
 - Every failure prints one line, `sgxemu: ...`, on stderr. Refusals name their reason code
   (`LAUNCH_SIGNER_NOT_LISTED`, `IMAGE_PATH_NOT_ALLOWED`, `POLICY_LOCKED`, ...), the rule that
   decided and, where one exists, the command that would fix it.
-- Client commands reach the running services on the Unix sockets of `$STATE/run/` (started by
-  `sgxemu up`); `--timeout` bounds each call.
+- Client commands reach the running services (started by `sgxemu up`) on the Unix sockets of
+  `$STATE/run/`, or the verifier over TLS (`--remote ADDR`, trusting `$STATE/tls/ca.pem`);
+  `--timeout` bounds each call.
 
 ## Exit codes
 
