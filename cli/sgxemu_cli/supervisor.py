@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,13 @@ class ServiceSpec:
     target: Callable[[StateLayout], HealthTarget]
     #: Beyond health: True once the service can do its job (None: health says it all).
     ready: Callable[[StateLayout], bool] | None = None
+    #: Where else it listens, for people (the verifier's TLS address).
+    also_listens: Callable[[StateLayout], str | None] | None = None
+
+    def describe(self, layout: StateLayout) -> str:
+        where = self.target(layout).describe()
+        extra = self.also_listens(layout) if self.also_listens is not None else None
+        return f"{where}, {extra}" if extra else where
 
 
 def _socket(name: str) -> Callable[[StateLayout], HealthTarget]:
@@ -79,6 +87,16 @@ def _launchctl_ready(layout: StateLayout) -> bool:
     return bool(reply.ready)
 
 
+def _verifier_tls(layout: StateLayout) -> str | None:
+    """The verifier's TLS address from its verifier.toml, or None if it cannot be read."""
+    try:
+        config = tomllib.loads((layout.component("verifier") / "verifier.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    listen = config.get("server", {}).get("listen")
+    return f"{listen} (TLS)" if isinstance(listen, str) else None
+
+
 #: The services ``up`` starts, in dependency order: the platform first (everything launches
 #: through it), launchctl (token mode needs it before any other launch), quoting (its PCE and
 #: QE launch through both; it also serves the emulated PCS), then the verifier. Health is
@@ -87,7 +105,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("platform", "", _socket("platform.sock")),
     ServiceSpec("launchctl", "", _socket("launchctl.sock"), _launchctl_ready),
     ServiceSpec("quoting", "", _socket("quoting.sock")),
-    ServiceSpec("verifier", "", _socket("verifier.sock")),
+    ServiceSpec("verifier", "", _socket("verifier.sock"), also_listens=_verifier_tls),
 )
 
 
@@ -177,7 +195,7 @@ def status(layout: StateLayout, specs: Sequence[ServiceSpec] = SERVICES) -> list
         pid = running_pid(layout, spec.name)
         health = check_health(spec, layout) if pid is not None else "STOPPED"
         out.append(
-            ServiceStatus(spec.name, pid, pid is not None, health, spec.target(layout).describe())
+            ServiceStatus(spec.name, pid, pid is not None, health, spec.describe(layout))
         )
     return out
 

@@ -229,3 +229,24 @@ def test_remote_refuses_local_only_options(sgxemu, real_vectors: Path) -> None: 
         folder / "fmspc_00906ED50000_2023_07_12.json",
     )
     assert code == 64 and "--remote" in err
+
+
+@pytest.mark.parametrize(("minimum", "expected_code"), [(17, 0), (18, 1)])
+def test_a_local_policy_file_sees_the_tcb_evaluation_number(  # type: ignore[no-untyped-def]
+    sgxemu, real_vectors: Path, tmp_path: Path, minimum: int, expected_code: int
+) -> None:
+    folder = real_vectors / "phala-dcap-qvl"  # TCB Info with tcbEvaluationDataNumber 17
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        'accepted_statuses = ["ConfigurationAndSWHardeningNeeded"]\n'
+        'accepted_advisory_ids = ["INTEL-SA-00289", "INTEL-SA-00615"]\n'
+        f"min_tcb_evaluation_data_number = {minimum}\n"
+    )
+    code, out, err = sgxemu(
+        "verify", folder / "sgx_quote", "--collateral", folder / "sgx_quote_collateral.json",
+        "--at", "1752919277", "--policy", policy, "--json",
+    )
+    assert code == expected_code, err
+    violations = json.loads(out)["policy"]["violations"]
+    assert [v["code"] for v in violations] == ([] if expected_code == 0 else
+                                                ["POLICY_TCB_EVALUATION_NUMBER"])

@@ -94,12 +94,11 @@ def _launchctl(layout: StateLayout, ctx: InitContext) -> dict[str, str]:
         export_key_to=ctx.options.export_launch_key,
         final_state_dir=ctx.options.target,
     )
-    if ctx.options.launch_mode == "token":
-        write_atomic(
-            layout.component("platform") / "platform.toml",
-            token_mode_platform_config(summary["le_mrsigner"]).encode(),
-            mode=0o600,
-        )
+    write_atomic(
+        layout.component("platform") / "platform.toml",
+        platform_config(ctx.options.launch_mode, summary["le_mrsigner"]).encode(),
+        mode=0o600,
+    )
     return summary
 
 
@@ -131,15 +130,29 @@ def _concrete_address(address: str) -> str:
         return f"{host}:{probe.getsockname()[1]}"
 
 
-def token_mode_platform_config(le_mrsigner_hex: str) -> str:
-    """The platform configuration of a token-mode world whose LE has ``le_mrsigner_hex``."""
+def platform_config(launch_mode: str, le_mrsigner_hex: str) -> str:
+    """The platform configuration of a world whose launch enclave has ``le_mrsigner_hex``.
+
+    In both modes the platform pulls its load policy from launchctl (which owns it) and fails
+    closed without it; in token mode it also asks launchctl for a token at every EINIT.
+    """
+    if launch_mode == "token":
+        mode = (
+            "# Token mode: the LE registers hold the launch enclave's signer and are locked at\n"
+            "# boot; every other EINIT needs a token from launchctl (which fails closed).\n"
+            'launch_mode = "token"\n'
+            f'le_pubkey_hash = "{le_mrsigner_hex}"\n'
+        )
+    else:
+        mode = (
+            "# Open mode, as mainline Linux: the driver writes each enclave's own signer into\n"
+            "# the LE registers before EINIT, so any validly signed enclave launches.\n"
+            'launch_mode = "open"\n'
+        )
     return (
         "# The platform service's configuration (sgx_platform.config documents every key).\n"
-        "# Token mode: the LE registers hold the launch enclave's signer and are locked at\n"
-        "# boot; every other EINIT needs a token from launchctl (which fails closed).\n"
-        'launch_mode = "token"\n'
-        f'le_pubkey_hash = "{le_mrsigner_hex}"\n'
-        "\n[epc]\npages = 8192\neviction = true\n"
+        + mode
+        + "\n[epc]\npages = 8192\neviction = true\n"
         "\n[launchctl]\n"
         'socket = "run/launchctl-authority/authority.sock"\n'
         "timeout_seconds = 5.0\n"

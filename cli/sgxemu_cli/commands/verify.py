@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from sgx_platform.arch.dcap.qe_identity import ENCLAVE_IDENTITY_FIELD
-from sgx_platform.arch.dcap.tcb_info import TCB_INFO_FIELD
+from sgx_platform.arch.dcap.tcb_info import TCB_INFO_FIELD, TcbInfo
+from sgx_platform.arch.errors import MalformedStructureError
 from sgx_verifier.anchors import AnchorSet, TrustAnchor, load_anchor
 from sgx_verifier.appraisal import appraise
 from sgx_verifier.collateral import (
@@ -50,7 +51,7 @@ from sgx_verifier.collateral import (
     read_signed_item,
 )
 from sgx_verifier.errors import AnchorError, CollateralInputError
-from sgx_verifier.policy import DEFAULT_POLICY, Policy
+from sgx_verifier.policy import DEFAULT_POLICY, Policy, PolicyFacts
 from sgx_verifier.verdict import FailureCode, Verdict
 from sgxemu_cli.commands.verifier import add_verify_options, load_policy, verify_remote
 from sgxemu_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
@@ -218,6 +219,18 @@ def _remote(args: argparse.Namespace, quote: bytes) -> int:
     )
 
 
+def _facts(collateral: Collateral) -> PolicyFacts:
+    """What the policy needs beyond the verdict: here, the TCB Info's evaluation number
+    (a local verification has no challenge)."""
+    number = None
+    if collateral.tcb_info is not None:
+        try:
+            number = TcbInfo.from_json(collateral.tcb_info.text).tcb_evaluation_data_number
+        except MalformedStructureError:
+            number = None  # the appraisal reports the unreadable TCB Info itself
+    return PolicyFacts(tcb_evaluation_data_number=number)
+
+
 def _verify(args: argparse.Namespace) -> int:
     quote = _read_quote(args.quote)
     if args.remote:
@@ -232,7 +245,7 @@ def _verify(args: argparse.Namespace) -> int:
         policy = DEFAULT_POLICY.with_anchors(a.name for a in anchors)
     at = args.at if args.at is not None else int(time.time())
     verdict = appraise(quote, collateral, anchors=anchors, at=at, pck_chain=pck_chain)
-    result = policy.evaluate(verdict)
+    result = policy.evaluate(verdict, _facts(collateral))
 
     if args.json:
         document: dict[str, Any] = verdict.to_dict()
