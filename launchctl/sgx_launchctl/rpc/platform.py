@@ -18,6 +18,7 @@ from sgx.platform.v1 import platform_pb2 as pb
 from sgx_launchctl.errors import PlatformCallError
 from sgx_launchctl.platform_api import PlatformEnclave, PlatformStatus
 from sgx_platform.rpc.client import PlatformClient, PlatformRpcError
+from sgx_rpc.channel import QUICK_RECONNECT
 
 _MODES = {pb.LAUNCH_MODE_OPEN: "open", pb.LAUNCH_MODE_TOKEN: "token"}
 
@@ -41,9 +42,11 @@ class GrpcPlatform:
     def unix(
         cls, device_socket: Path, owner_socket: Path | None, *, timeout: float = 10.0
     ) -> GrpcPlatform:
+        # QUICK_RECONNECT: the daemon polls a platform that is down; without it gRPC's backoff
+        # grows so that a restarted platform was noticed only ~10 s later (launches waited).
         return cls(
-            PlatformClient.unix(device_socket, timeout=timeout),
-            PlatformClient.unix(owner_socket, timeout=timeout)
+            PlatformClient.unix(device_socket, timeout=timeout, options=QUICK_RECONNECT),
+            PlatformClient.unix(owner_socket, timeout=timeout, options=QUICK_RECONNECT)
             if owner_socket is not None
             else None,
         )

@@ -8,6 +8,8 @@ Invariants:
   :class:`LaunchDeniedError` with the daemon's reason, rule and hint; a status error, a missing
   decision or a malformed token becomes :class:`LaunchAuthorityUnavailableError` ("no answer":
   the driver fails closed). The driver still has EINIT check the token.
+* The channel reconnects quickly (``QUICK_RECONNECT``): a restarted daemon is used again within
+  about a second.
 * ``load_policy`` raises on a status error, an unknown rule name or a digest that is not 32
   bytes, so the driver fails closed (``LOAD_POLICY_UNAVAILABLE``); a rule the daemon does not
   mention stays on.
@@ -27,7 +29,7 @@ from sgx_platform.arch.errors import MalformedStructureError
 from sgx_platform.driver_errors import LaunchAuthorityUnavailableError, LaunchDeniedError
 from sgx_platform.launch_authority import TokenRequest
 from sgx_platform.load_policy import ALL_RULES, LoadPolicy, LoadRule
-from sgx_rpc.channel import unix_channel
+from sgx_rpc.channel import QUICK_RECONNECT, unix_channel
 
 
 class LaunchControlClient:
@@ -51,7 +53,10 @@ class LaunchControlClient:
     def unix(
         cls, path: Path, *, boot_epoch: Callable[[], bytes], timeout: float = 5.0
     ) -> LaunchControlClient:
-        return cls(unix_channel(path), boot_epoch=boot_epoch, timeout=timeout,
+        # QUICK_RECONNECT: after the daemon restarts, launches work again within about a
+        # second, not after gRPC's default backoff (which grows while launches keep failing).
+        return cls(unix_channel(path, options=QUICK_RECONNECT), boot_epoch=boot_epoch,
+                   timeout=timeout,
                    where=f"the launch-control daemon at {path}")
 
     def close(self) -> None:
