@@ -146,8 +146,8 @@ def _client(
     challenges: bool,
     out: dict[str, Any],
 ) -> None:
+    from sgx_platform.arch.binding import report_data_for
     from sgx_quoting.fixtures import fixture
-    from sgx_verifier.challenge import binding_digest
 
     f = fixture()
     latencies: list[float] = []
@@ -160,7 +160,7 @@ def _client(
             request = pb.VerifyQuoteRequest()
             if challenges:
                 issued = stub.CreateChallenge(pb.CreateChallengeRequest(), timeout=30)
-                report_data = binding_digest(issued.challenge) + bytes(32)
+                report_data = report_data_for(issued.challenge)
                 request.quote = f.quote(isv_report=f.isv_report(report_data=report_data))
                 request.challenge = issued.challenge
                 request.policy.trust_anchors.values.append(EMULATED)

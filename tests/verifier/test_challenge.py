@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sgx_platform.arch.binding import binding_digest, report_data_for
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_verifier.challenge import (
     CHALLENGE_SIZE,
@@ -23,7 +24,6 @@ from sgx_verifier.challenge import (
     ChallengeKeyError,
     ChallengeService,
     SqliteReplayStore,
-    binding_digest,
 )
 
 NOW = 1_750_000_000
@@ -38,7 +38,7 @@ def _service(tmp_path: Path, key: ChallengeKey | None = None, ttl: int = 60) -> 
 
 
 def _report_data(nonce: bytes, user_data: bytes = b"", tail: bytes = bytes(32)) -> bytes:
-    return binding_digest(nonce, user_data) + tail
+    return report_data_for(nonce, user_data, tail)
 
 
 # --- layout -------------------------------------------------------------------------------

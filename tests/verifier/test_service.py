@@ -28,6 +28,7 @@ from sgx.quoting.v1 import provisioning_pb2 as pcs_pb
 from sgx.quoting.v1 import provisioning_pb2_grpc as pcs_grpc
 from sgx.verifier.v1 import verifier_pb2 as pb
 from sgx.verifier.v1 import verifier_pb2_grpc as pb_grpc
+from sgx_platform.arch.binding import report_data_for
 from sgx_platform.arch.dcap.ecdsa import public_key_to_raw
 from sgx_quoting.fixtures import Fixture, fixture
 from sgx_quoting.rpc.provisioning import (
@@ -41,7 +42,6 @@ from sgx_quoting.state import PcsStore
 from sgx_rpc.channel import tls_channel, unix_channel, wait_ready
 from sgx_rpc.errors import error_info
 from sgx_rpc.server import ServiceHost, TlsListener, UnixListener
-from sgx_verifier.challenge import binding_digest
 from sgx_verifier.rpc.server import VerifierServer, build_server, build_service
 from sgx_verifier.service import AnchorConfig, VerifierConfig
 
@@ -279,7 +279,7 @@ def test_challenge_flow_issued_bound_used_once_expired_replayed(served: Served) 
     assert len(issued.challenge) == 96
     assert issued.expires_at - issued.issued_at == 60
     user = b"session key fingerprint"
-    bound = _quote(binding_digest(issued.challenge, user) + b"\x01" * 32)
+    bound = _quote(report_data_for(issued.challenge, user, b"\x01" * 32))
 
     # Required but absent.
     no_challenge = _verify(served.stub, quote=bound, policy=policy)
@@ -303,7 +303,7 @@ def test_challenge_flow_issued_bound_used_once_expired_replayed(served: Served) 
     assert _codes(again) == [("POLICY_CHALLENGE", "CHALLENGE_REPLAYED")]
     # Expired.
     late = served.stub.CreateChallenge(pb.CreateChallengeRequest(ttl_seconds=5), timeout=5)
-    late_quote = _quote(binding_digest(late.challenge) + bytes(32))
+    late_quote = _quote(report_data_for(late.challenge))
     served.clock.now += 5
     expired = _verify(served.stub, quote=late_quote, policy=policy, challenge=late.challenge)
     assert _codes(expired) == [("POLICY_CHALLENGE", "CHALLENGE_EXPIRED")]
@@ -615,7 +615,7 @@ def test_two_instances_sharing_store_and_keys_accept_each_others_challenges_and_
         try:
             policy = _emulated_policy(require_challenge=True)
             issued = served.stub.CreateChallenge(pb.CreateChallengeRequest(), timeout=5)
-            quote = _quote(binding_digest(issued.challenge) + bytes(32))
+            quote = _quote(report_data_for(issued.challenge))
             # B uses A's collateral (shared store) and redeems A's challenge.
             at_b = _verify(b.stub, quote=quote, policy=policy, challenge=issued.challenge)
             assert at_b.accepted, _codes(at_b)

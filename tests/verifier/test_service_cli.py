@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from sgx_platform.arch.binding import report_data_for
 from sgx_quoting.fixtures import fixture
-from sgx_verifier.challenge import binding_digest
 from sgxemu_cli.commands import verifier as cli
 from sgxemu_cli.errors import CliError, UsageError
 from sgxemu_cli.service_pki import create_service_pki
@@ -195,7 +195,7 @@ def test_serve_challenge_and_remote_verify(
     plain = parser.parse_args(["--state", str(state), "--json", "--remote", address])
     assert cli.verify_remote(plain, f.quote()) == 2
     assert cli.verify_remote(plain, b"junk") == 64
-    bound = f.quote(isv_report=f.isv_report(report_data=binding_digest(challenge) + bytes(32)))
+    bound = f.quote(isv_report=f.isv_report(report_data=report_data_for(challenge)))
     assert cli.verify_remote(args, bound, at=at) == 0
 
 

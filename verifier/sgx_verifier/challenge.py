@@ -10,7 +10,7 @@ Invariants:
   replica holding the same key checks it without shared state.
 * The whole 96-byte challenge is the nonce of the binding rule (DESIGN.md), used by every
   component: ``REPORTDATA[0:32] = SHA-256(nonce || user data)``; ``REPORTDATA[32:64]`` is free
-  for the application. :func:`binding_digest` is that rule.
+  for the application. :func:`sgx_platform.arch.binding.binding_digest` is that rule.
 * A challenge is accepted only when its MAC verifies (``hmac.compare_digest``), its key id is
   ours, ``issued_at - leeway <= now < expires_at``, the quote's REPORTDATA binds it, and the
   replay store records it for the first time. The replay store keeps a redeemed challenge until
@@ -37,6 +37,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from sgx_platform.arch.binding import binding_digest
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_verifier.errors import VerificationError
 
@@ -68,11 +69,6 @@ _BODY = struct.Struct(
 )
 assert _BODY.size == 64
 assert _BODY.size + hashlib.sha256().digest_size == CHALLENGE_SIZE
-
-
-def binding_digest(nonce: bytes, user_data: bytes = b"") -> bytes:
-    """The binding rule: the 32 bytes that go in ``REPORTDATA[0:32]``."""
-    return hashlib.sha256(bytes(nonce) + bytes(user_data)).digest()
 
 
 class ChallengeFailure(StrEnum):

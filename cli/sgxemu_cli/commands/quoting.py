@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from sgx.quoting.v1 import quoting_pb2 as qpb
 from sgx.quoting.v1 import quoting_pb2_grpc as qgrpc
 from sgx.verifier.v1 import verifier_pb2 as vpb
 from sgx.verifier.v1 import verifier_pb2_grpc as vgrpc
+from sgx_platform.arch.binding import REPORT_DATA_SIZE, report_data_for
 from sgx_platform.arch.dcap.quote import Quote
 from sgx_platform.arch.sigstruct import Sigstruct
 from sgx_platform.config import ConfigError
@@ -56,7 +56,6 @@ from sgxemu_cli.state import StateLayout, resolve_state_dir
 
 log = logging.getLogger(__name__)
 
-REPORT_DATA_SIZE = 64
 MAX_USER_DATA = 1 << 16
 DEFAULT_VERIFIER = "127.0.0.1:7443"
 
@@ -262,8 +261,7 @@ def _report_data(args: argparse.Namespace, layout: StateLayout) -> tuple[bytes, 
     if args.challenge:
         user = _hex(args.user_data or "", "--user-data", MAX_USER_DATA)
         challenge = _challenge(args, layout)
-        digest = hashlib.sha256(challenge + user).digest()
-        return digest + bytes(REPORT_DATA_SIZE - len(digest)), challenge
+        return report_data_for(challenge, user), challenge
     if args.user_data:
         raise UsageError("--user-data goes with --challenge")
     raw = _hex(args.report_data or "", "--report-data", REPORT_DATA_SIZE)
