@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sgx_platform.arch.errors import MalformedStructureError
+from sgx_verifier.anchors import INTEL_SGX_ROOT_KEY_SHA256, AnchorSet
 from sgx_verifier.fetch import (
     MAX_RESPONSE,
     FetchError,
@@ -23,6 +24,7 @@ from sgx_verifier.fetch import (
     items_from_bytes,
     items_from_file,
 )
+from sgx_verifier.service import CollateralImporter
 from sgx_verifier.store import CollateralItem, CollateralKind, SqliteCollateralStore
 
 FMSPC = bytes.fromhex("00606a000000")
@@ -130,9 +132,12 @@ def test_rest_fetch_matches_file_import_and_lands_in_the_store(
     assert tcb.id == items_from_bytes(automata["tcb_info"])[0].id
     assert pck.id == CollateralItem.crl(automata["pck_crl"]).id
     assert all(h.get("Ocp-Apim-Subscription-Key") == "k" for _, h in replay.requests)
+    # Fetched items verify under the Intel root and land in the store under its key.
     store = SqliteCollateralStore(tmp_path / "c.sqlite")
-    for item in items:
-        assert store.put(item, source=url, now=0).latest
+    importer = CollateralImporter(store, AnchorSet.default())
+    results = importer.import_items([(url, item) for item in items], source=url, now=0)
+    assert all(r.latest for r in results)
+    assert {r.key.partition("@")[2] for r in results} == {INTEL_SGX_ROOT_KEY_SHA256}
     assert store.get(tcb.id).source == url
 
 

@@ -42,6 +42,7 @@ from sgx_quoting.state import PcsStore
 from sgx_rpc.channel import tls_channel, unix_channel, wait_ready
 from sgx_rpc.errors import error_info
 from sgx_rpc.server import ServiceHost, TlsListener, UnixListener
+from sgx_verifier.anchors import load_anchor
 from sgx_verifier.rpc.server import VerifierServer, build_server, build_service
 from sgx_verifier.service import AnchorConfig, VerifierConfig
 
@@ -583,7 +584,9 @@ def test_metrics_count_results_and_report_collateral_age(served: Served) -> None
     assert 'sgxemu_verifier_verifications_total{result="rejected"} 1.0' in text
     assert 'sgxemu_verifier_verifications_total{result="invalid"} 1.0' in text
     assert "sgxemu_verifier_verification_seconds_count 3.0" in text
-    age = 'sgxemu_verifier_collateral_age_seconds{key="SGX/00a0ee000000",kind="tcb_info"}'
+    # Collateral is keyed under the anchor it chains to: the emulated root's key.
+    root = load_anchor(fixture().pki.root.der, EMULATED).key_sha256
+    age = f'sgxemu_verifier_collateral_age_seconds{{key="SGX/00a0ee000000@{root}",kind="tcb_info"}}'
     assert f"{age} 60.0" in text
     assert "sgxemu_verifier_collateral_expiry_seconds" in text
 

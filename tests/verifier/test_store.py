@@ -1,5 +1,6 @@
 """The collateral store: content addressing, every version kept, a rollback-protected latest
-pointer, as-of selection and expiry reported ahead of time; on real Intel collateral."""
+pointer, as-of selection and expiry reported ahead of time; on real Intel collateral, keyed
+under the Intel root's key (``<base>@<root>``; two PKIs in one store: test_store_anchors.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from sgx_platform.arch.errors import MalformedStructureError
+from sgx_verifier.anchors import INTEL_SGX_ROOT_KEY_SHA256 as INTEL
 from sgx_verifier.store import (
     CollateralItem,
     CollateralKind,
@@ -50,14 +52,19 @@ def eval_versions(real_vectors: Path) -> dict[int, CollateralItem]:
     out = {}
     for n in (17, 18, 19):
         body, chain = fortanix_body(base / f"00606a000000-{n}.tcb")
-        out[n] = CollateralItem.tcb_info(body, chain)
+        out[n] = CollateralItem.tcb_info(body, chain).under(INTEL)
     return out
+
+
+TCB_KEY = f"SGX/00606a000000@{INTEL}"
 
 
 def test_items_are_indexed_from_their_content(eval_versions: dict[int, CollateralItem]) -> None:
     item = eval_versions[19]
     assert item.kind is CollateralKind.TCB_INFO
-    assert item.key == "SGX/00606a000000"
+    assert item.key == TCB_KEY and item.root == INTEL
+    unanchored = CollateralItem.tcb_info(item.content)
+    assert unanchored.key == "SGX/00606a000000" and unanchored.root is None
     assert item.evaluation_number == 19
     assert item.issue_date == ts("2025-06-06T12:30:47Z")
     assert item.next_update == ts("2025-07-06T12:30:47Z")
@@ -87,14 +94,14 @@ def test_rollback_imports_do_not_replace_latest(
     automata = CollateralItem.tcb_info(
         (real_vectors / "automata-dcap-attestation/sgx-v3-2025-08/tcbinfo_00606a000000.json")
         .read_bytes()
-    )
+    ).under(INTEL)
     assert automata.issue_date > eval_versions[19].issue_date
     assert store.put(automata, source="test", now=now).placement is Placement.OLDER_THAN_LATEST
-    latest = store.latest(CollateralKind.TCB_INFO, "SGX/00606a000000")
+    latest = store.latest(CollateralKind.TCB_INFO, TCB_KEY)
     assert latest is not None and latest.id == eval_versions[19].id
     assert store.put(eval_versions[19], source="t", now=now).placement is Placement.ALREADY_LATEST
     # Every version is kept.
-    assert {s.id for s in store.versions(CollateralKind.TCB_INFO, "SGX/00606a000000")} == {
+    assert {s.id for s in store.versions(CollateralKind.TCB_INFO, TCB_KEY)} == {
         eval_versions[17].id,
         eval_versions[18].id,
         eval_versions[19].id,
@@ -121,12 +128,14 @@ def test_as_of_selects_the_version_valid_at_that_time(
     for name in ("sgx_quote_collateral.json", "sgx_quote_collateral_2023-11.json"):
         doc = json.loads((base / name).read_text())
         body = f'{{"tcbInfo":{doc["tcb_info"]},"signature":"{doc["tcb_info_signature"]}"}}'
-        items[name] = CollateralItem.tcb_info(body, doc["tcb_info_issuer_chain"].encode())
+        items[name] = CollateralItem.tcb_info(
+            body, doc["tcb_info_issuer_chain"].encode()
+        ).under(INTEL)
     new, old = items["sgx_quote_collateral.json"], items["sgx_quote_collateral_2023-11.json"]
     store.put(new, source="t", now=ts("2025-06-20T00:00:00Z"))
     # Importing the 2023 version later does not roll latest back, but it is kept for as-of.
     assert store.put(old, source="t").placement is Placement.OLDER_THAN_LATEST
-    key = "SGX/00a067110000"
+    key = f"SGX/00a067110000@{INTEL}"
     at_2023 = store.as_of(CollateralKind.TCB_INFO, key, ts("2023-11-22T00:00:00Z"))
     at_2025 = store.as_of(CollateralKind.TCB_INFO, key, ts("2025-07-01T00:00:00Z"))
     assert at_2023 is not None and at_2023.id == old.id
@@ -139,20 +148,24 @@ def test_enclave_identities_and_crls_are_keyed_and_ordered(
     store: SqliteCollateralStore, real_vectors: Path
 ) -> None:
     base = real_vectors / "fortanix-rust-sgx" / "collateral-2025"
-    qe = {n: CollateralItem.enclave_identity(*fortanix_body(base / f"qe3_identity-{n}.id"))
-          for n in (17, 19)}
-    assert qe[19].key == "QE" and qe[19].evaluation_number == 19
+    qe = {
+        n: CollateralItem.enclave_identity(*fortanix_body(base / f"qe3_identity-{n}.id")).under(
+            INTEL
+        )
+        for n in (17, 19)
+    }
+    assert qe[19].key == f"QE@{INTEL}" and qe[19].evaluation_number == 19
     store.put(qe[19], source="t", now=0)
     assert store.put(qe[17], source="t", now=0).placement is Placement.OLDER_THAN_LATEST
 
     mc = real_vectors / "mobilecoin-attestation"
-    pck = CollateralItem.crl((mc / "processor_crl.der").read_bytes())
-    root = CollateralItem.crl((mc / "root_crl.der").read_bytes())
+    pck = CollateralItem.crl((mc / "processor_crl.der").read_bytes()).under(INTEL)
+    root = CollateralItem.crl((mc / "root_crl.der").read_bytes()).under(INTEL)
     assert pck.kind is CollateralKind.CRL and pck.key != root.key
     assert pck.issue_date == ts("2023-04-21T00:00:00Z") or pck.issue_date > 0
     root_2025 = CollateralItem.crl(
         (real_vectors / "automata-dcap-attestation/common/root_ca_crl.der").read_bytes()
-    )
+    ).under(INTEL)
     assert root_2025.key == root.key  # same issuer: Intel SGX Root CA
     store.put(root_2025, source="t", now=0)
     assert store.put(root, source="t", now=0).placement is Placement.OLDER_THAN_LATEST
@@ -225,7 +238,7 @@ def test_two_stores_on_one_file_race_without_rollback(
         t.join()
     assert not errors
     for s in (a, b):
-        latest = s.latest(CollateralKind.TCB_INFO, "SGX/00606a000000")
+        latest = s.latest(CollateralKind.TCB_INFO, TCB_KEY)
         assert latest is not None and latest.id == eval_versions[19].id
 
 

@@ -5,14 +5,16 @@ time; the rollback-protected latest; collateral grace; ids that name exactly wha
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from sgx_verifier.anchors import AnchorSet
+from sgx_verifier.anchors import INTEL_SGX_ROOT_KEY_SHA256, AnchorSet
 from sgx_verifier.appraisal import appraise
+from sgx_verifier.certificates import parse_certificates
 from sgx_verifier.challenge import ChallengeKey, ChallengeService, SqliteReplayStore
 from sgx_verifier.fetch import items_from_file
 from sgx_verifier.policy import Policy
@@ -22,7 +24,7 @@ from sgx_verifier.service import (
     VerificationRequest,
     VerifierService,
 )
-from sgx_verifier.store import CollateralKind, Placement, SqliteCollateralStore
+from sgx_verifier.store import CollateralKind, Placement, SqliteCollateralStore, anchored_key
 from sgx_verifier.token import TokenIssuer, TokenKeyring
 from sgx_verifier.verdict import TcbStatus
 
@@ -160,4 +162,7 @@ def test_collateral_under_another_root_is_not_imported(
         service.import_items([("tcbInfo.json", replace(items[0], issuer_chain=chain))], source="t")
     assert e.value.code.value == "CHAIN_UNTRUSTED"
     assert service.store.latest_all() == []
-    assert service.store.versions(CollateralKind.TCB_INFO, items[0].key) == []
+    synthetic_root = next(c for c in parse_certificates(chain) if c.self_issued)
+    for root in (INTEL_SGX_ROOT_KEY_SHA256, hashlib.sha256(synthetic_root.spki_der).hexdigest()):
+        key = anchored_key(items[0].key, root)
+        assert service.store.versions(CollateralKind.TCB_INFO, key) == []

@@ -7,6 +7,11 @@ Invariants:
   stored items the caller names by id, or the store's (latest, or valid at ``at``). The ids of
   that set (store ids, :func:`sgx_verifier.store.content_id`) are in the result and the token,
   so the same verdict can be re-checked "as of" its time.
+* The store's set is looked up under the anchor the quote's PCK chain leads to (its key's
+  SHA-256 is the root of every store key, :mod:`sgx_verifier.store`): collateral of another
+  PKI is never chosen for a quote, whatever FMSPC or identity id the two PKIs share. A PCK
+  chain that leads to no configured anchor looks nothing up: the result is not verified, with
+  the chain's failure (as the appraisal reports it), and names no collateral.
 * A challenge is redeemed (and so burnt) only for a verified quote, against the REPORTDATA the
   appraisal proved; its refusal is a policy violation, not an RPC error.
 * A token is signed only for an accepted result (verified and policy passed) appraised at the
@@ -19,7 +24,8 @@ Invariants:
   last instant at which every item was current, and the result says so.
 * :class:`CollateralImporter` stores nothing it has not verified: signed JSON under its issuer
   chain, CRLs under their issuer, chains to a configured anchor, each at the item's own issue
-  time; a batch is verified completely before any of it is stored.
+  time; a batch is verified completely before any of it is stored. Each item is stored under
+  the anchor it verified to (:meth:`sgx_verifier.store.CollateralItem.under`).
 * Bad input raises :class:`InvalidRequestError` with a stable reason; missing collateral raises
   :class:`CollateralUnavailableError`. Nothing is read at import time.
 """
@@ -36,6 +42,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from sgx_platform.arch.dcap.collateral import QuoteCollateralV3
@@ -55,6 +62,7 @@ from sgx_verifier.certificates import (
     Certificate,
     ValidatedChain,
     build_path,
+    parse_certificate,
     parse_certificates,
     validate_chain,
 )
@@ -71,11 +79,12 @@ from sgx_verifier.store import (
     CollateralStore,
     ExpiryNotice,
     PutResult,
+    anchored_key,
     issuer_key,
     tcb_info_key,
 )
 from sgx_verifier.token import TokenIssuer
-from sgx_verifier.verdict import Check, FailureCode, Verdict
+from sgx_verifier.verdict import Check, Failure, FailureCode, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +247,8 @@ class PlatformKeys:
     pck_ca_issuer: bytes
     root_issuer: bytes
     pck_ca_name: str = ""
+    #: The PCK chain in DER, leaf first (what :meth:`VerifierService.anchor_of` follows).
+    pck_chain: tuple[bytes, ...] = ()
 
     @property
     def pck_ca(self) -> PckCa:
@@ -259,9 +270,10 @@ class PlatformKeys:
 
 
 @lru_cache(maxsize=1024)
-def _chain_keys(chain_pem: bytes) -> tuple[bytes, bytes, bytes, str]:
-    """(FMSPC, PCK CA name DER, root issuer DER, PCK CA common name) of a PCK chain: a pure
-    function of its bytes, cached (decoding the SGX extension is the costly part)."""
+def _chain_keys(chain_pem: bytes) -> tuple[bytes, bytes, bytes, str, tuple[bytes, ...]]:
+    """(FMSPC, PCK CA name DER, root issuer DER, PCK CA common name, chain DER leaf first) of a
+    PCK chain: a pure function of its bytes, cached (decoding the SGX extension is the costly
+    part)."""
     try:
         chain = order_certificate_chain(load_pem_certificates(chain_pem))
         leaf = chain[0]
@@ -272,6 +284,7 @@ def _chain_keys(chain_pem: bytes) -> tuple[bytes, bytes, bytes, str]:
             leaf.issuer.public_bytes(),
             chain[-1].issuer.public_bytes(),
             str(names[0].value) if names else "",
+            tuple(c.public_bytes(Encoding.DER) for c in chain),
         )
     except ValueError as e:  # MalformedStructureError, or cryptography's own
         raise InvalidRequestError("PCK_CHAIN_MALFORMED", f"the PCK chain: {e}") from None
@@ -293,9 +306,9 @@ def platform_keys(quote_bytes: bytes, pck_chain: bytes | None = None) -> Platfor
             "PCK_CHAIN_REQUIRED",
             "the quote carries no PCK certificate chain; send it (pck_chain_pem)",
         )
-    fmspc, pck_ca_issuer, root_issuer, ca_name = _chain_keys(bytes(chain_pem))
+    fmspc, pck_ca_issuer, root_issuer, ca_name, chain = _chain_keys(bytes(chain_pem))
     tee = "TDX" if quote.header.tee_type is TeeType.TDX else "SGX"
-    return PlatformKeys(tee, fmspc, pck_ca_issuer, root_issuer, ca_name)
+    return PlatformKeys(tee, fmspc, pck_ca_issuer, root_issuer, ca_name, chain)
 
 
 def _signed_parts(item: CollateralItem) -> tuple[str, bytes]:
@@ -379,7 +392,9 @@ class CollateralImporter:
         self._store = store
         self._anchors = anchors
 
-    def _signer(self, item: CollateralItem, check: Check, what: str) -> Certificate:
+    def _signer(
+        self, item: CollateralItem, check: Check, what: str
+    ) -> tuple[Certificate, TrustAnchor]:
         if not item.issuer_chain:
             raise CheckFailedError(
                 FailureCode.CHAIN_INCOMPLETE,
@@ -396,15 +411,17 @@ class CollateralImporter:
             ) from None
         leaves = [c for c in pool if not c.is_ca] or list(pool[:1])
         chain = validate_chain(leaves[0], pool, self._anchors, item.issue_date, check, what)
-        return chain.leaf if not chain.leaf.is_ca or len(chain.path) == 1 else chain.path[0]
+        signer = chain.leaf if not chain.leaf.is_ca or len(chain.path) == 1 else chain.path[0]
+        return signer, chain.anchor
 
-    def verify(self, item: CollateralItem) -> None:
-        """Raise :class:`CheckFailedError` unless ``item`` verifies at its issue time."""
+    def verify(self, item: CollateralItem) -> TrustAnchor:
+        """The anchor ``item`` chains to; :class:`CheckFailedError` unless it verifies at its
+        issue time."""
         if item.kind in (CollateralKind.TCB_INFO, CollateralKind.ENCLAVE_IDENTITY):
             tcb = item.kind is CollateralKind.TCB_INFO
             check = Check.TCB_INFO_CHAIN if tcb else Check.QE_IDENTITY_CHAIN
             what = "TCB Info" if tcb else "QE Identity"
-            signer = self._signer(item, check, what)
+            signer, anchor = self._signer(item, check, what)
             text, signature = _signed_parts(item)
             assert signer.public_point is not None
             verify_p256(
@@ -416,10 +433,13 @@ class CollateralImporter:
                 what=what,
                 hint="the document was altered or signed by another key; fetch it again",
             )
-            return
+            return anchor
         crl = parse_crl(item.content)
-        for anchor in self._anchors:
-            if anchor.subject_der == crl.issuer:
+        # A root CA CRL: by the anchor of that name whose key signed it (two anchors, Intel's
+        # and a look-alike test root, may share a name).
+        refusal: CheckFailedError | None = None
+        for anchor in self._anchors.by_subject(crl.issuer):
+            try:
                 check_crl(
                     crl,
                     anchor.subject_der,
@@ -429,7 +449,12 @@ class CollateralImporter:
                     Check.ROOT_CRL,
                     "root CA CRL",
                 )
-                return
+            except CheckFailedError as e:
+                refusal = refusal or e
+                continue
+            return anchor
+        if refusal is not None:
+            raise refusal
         if not item.issuer_chain:
             raise CheckFailedError(
                 FailureCode.CHAIN_INCOMPLETE,
@@ -452,10 +477,8 @@ class CollateralImporter:
                 f"the issuer chain does not hold the CRL's issuer {crl.issuer_text!r}",
                 "import the CRL with the chain of the CA that issued it",
             )
-        _check_ca_path(
-            build_path(issuer, pool, self._anchors, Check.PCK_CRL, "CRL issuer"),
-            crl.this_update,
-        )
+        path = build_path(issuer, pool, self._anchors, Check.PCK_CRL, "CRL issuer")
+        _check_ca_path(path, crl.this_update)
         check_crl(
             crl,
             issuer.subject,
@@ -465,17 +488,21 @@ class CollateralImporter:
             Check.PCK_CRL,
             f"the CRL of {issuer.subject_text!r}",
         )
+        return path.anchor
 
     def import_items(
         self, items: Sequence[tuple[str, CollateralItem]], *, source: str, now: int | None = None
     ) -> list[PutResult]:
-        """Verify every (name, item), then store them all; nothing is stored if one fails."""
+        """Verify every (name, item), then store them all, each under the anchor it verified
+        to; nothing is stored if one fails."""
+        verified: list[CollateralItem] = []
         for name, item in items:
             try:
-                self.verify(item)
+                anchor = self.verify(item)
             except CheckFailedError as failure:
                 raise ImportRejectedError(f"{name} ({item.description})", failure) from None
-        return [self._store.put(item, source=source, now=now) for _, item in items]
+            verified.append(item.under(anchor.key_sha256))
+        return [self._store.put(item, source=source, now=now) for item in verified]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,14 +583,26 @@ class VerifierService:
 
     # -- collateral ----------------------------------------------------------------------
 
+    def anchor_of(self, keys: PlatformKeys) -> TrustAnchor:
+        """The configured anchor the quote's PCK chain leads to, by signatures only (the
+        appraisal checks the rest); :class:`CheckFailedError` (``PCK_CHAIN``) when none."""
+        try:
+            pool = tuple(parse_certificate(der) for der in keys.pck_chain)
+        except MalformedStructureError as e:
+            raise InvalidRequestError("PCK_CHAIN_MALFORMED", f"the PCK chain: {e}") from None
+        if not pool:
+            raise InvalidRequestError("PCK_CHAIN_MALFORMED", "the PCK chain is empty")
+        return build_path(pool[0], pool, self.anchors, Check.PCK_CHAIN, "PCK").anchor
+
     def _stored_set(
-        self, keys: PlatformKeys, at: int | None, grace: int = 0
+        self, keys: PlatformKeys, anchor: TrustAnchor, at: int | None, grace: int = 0
     ) -> dict[str, CollateralItem]:
+        root = anchor.key_sha256
         wanted = {
-            "tcb_info": (CollateralKind.TCB_INFO, keys.tcb_info),
-            "qe_identity": (CollateralKind.ENCLAVE_IDENTITY, keys.qe_identity),
-            "pck_crl": (CollateralKind.CRL, issuer_key(keys.pck_ca_issuer)),
-            "root_ca_crl": (CollateralKind.CRL, issuer_key(keys.root_issuer)),
+            "tcb_info": (CollateralKind.TCB_INFO, anchored_key(keys.tcb_info, root)),
+            "qe_identity": (CollateralKind.ENCLAVE_IDENTITY, anchored_key(keys.qe_identity, root)),
+            "pck_crl": (CollateralKind.CRL, anchored_key(issuer_key(keys.pck_ca_issuer), root)),
+            "root_ca_crl": (CollateralKind.CRL, anchored_key(issuer_key(anchor.subject_der), root)),
         }
         found: dict[str, CollateralItem] = {}
         missing = []
@@ -582,7 +621,8 @@ class VerifierService:
             when = "now" if at is None else f"valid at {at}"
             raise CollateralUnavailableError(
                 f"the collateral store has no {', '.join(missing)} {when} for "
-                f"{keys.tcb_info}; import it (sgxemu verifier collateral import) or refresh it",
+                f"{keys.tcb_info} under trust anchor {anchor.name!r}; import it (sgxemu "
+                "verifier collateral import) or refresh it",
                 missing,
             )
         return found
@@ -661,7 +701,7 @@ class VerifierService:
                 "COLLATERAL_TWICE", "send collateral or collateral ids, not both"
             )
         try:
-            parse_quote(request.quote, allow_trailing_zero_padding=True)
+            parsed = parse_quote(request.quote, allow_trailing_zero_padding=True)
         except MalformedStructureError as e:
             raise InvalidRequestError("QUOTE_MALFORMED", f"the quote does not parse: {e}") from None
         if request.challenge is not None:
@@ -672,30 +712,47 @@ class VerifierService:
         policy = request.policy or self.default_policy
         at = now if request.at is None else request.at
 
-        collateral: Collateral
+        collateral: Collateral | None = None
+        items: dict[str, CollateralItem] = {}
+        verdict = Verdict()
         if request.collateral is not None:
             items = items_of(request.collateral)
             collateral = Collateral.from_quote_collateral_v3(request.collateral)
-        else:
-            if request.collateral_ids:
-                items = self._named_set(request.collateral_ids)
-            else:
-                keys = platform_keys(request.quote, request.pck_chain)
-                items = self._stored_set(keys, request.at, policy.collateral_grace_seconds)
+        elif request.collateral_ids:
+            items = self._named_set(request.collateral_ids)
             collateral = assemble(items)
+        else:
+            keys = platform_keys(request.quote, request.pck_chain)
+            try:
+                anchor = self.anchor_of(keys)
+            except CheckFailedError as e:
+                # Another PKI's quote: no collateral is looked up (none here is trusted for
+                # it), and its chain fails as the appraisal reports it.
+                verdict = Verdict(
+                    failures=(Failure(e.code, e.check, e.message, e.hint),),
+                    quote_version=parsed.header.version,
+                    fmspc=keys.fmspc,
+                    at=at,
+                )
+            else:
+                items = self._stored_set(keys, anchor, request.at, policy.collateral_grace_seconds)
+                collateral = assemble(items)
 
-        verdict = self._appraise(
-            request.quote, collateral, at=at, anchors=self.anchors, pck_chain=request.pck_chain
-        )
         grace_applied = 0
-        if not verdict.verified and policy.collateral_grace_seconds:
-            verdict, grace_applied, at = self._with_grace(
-                request, collateral, items, verdict, at, policy.collateral_grace_seconds
+        if collateral is not None:
+            verdict = self._appraise(
+                request.quote, collateral, at=at, anchors=self.anchors, pck_chain=request.pck_chain
             )
+            if not verdict.verified and policy.collateral_grace_seconds:
+                verdict, grace_applied, at = self._with_grace(
+                    request, collateral, items, verdict, at, policy.collateral_grace_seconds
+                )
 
         facts = PolicyFacts(
             challenge_presented=bool(request.challenge),
-            tcb_evaluation_data_number=items["tcb_info"].evaluation_number,
+            tcb_evaluation_data_number=(
+                items["tcb_info"].evaluation_number if "tcb_info" in items else None
+            ),
         )
         redeemed = False
         if request.challenge and verdict.verified and verdict.enclave is not None:
@@ -711,7 +768,7 @@ class VerifierService:
             verdict=verdict,
             policy=policy,
             policy_result=policy_result,
-            collateral=tuple((name, items[name].id) for name in COLLATERAL_NAMES),
+            collateral=tuple((name, items[name].id) for name in COLLATERAL_NAMES if name in items),
             quote_sha256=hashlib.sha256(request.quote).digest(),
             at=at,
             challenge_redeemed=redeemed,

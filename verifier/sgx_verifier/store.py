@@ -8,16 +8,27 @@ Invariants:
   JSON, the DER bytes for a CRL. Items are immutable: storing the same content twice is a
   no-op, and no version is ever deleted, so a verdict can be re-checked "as of" its time with
   the exact collateral it named.
-* Each item has a key: ``SGX/<fmspc>`` or ``TDX/<fmspc>`` for TCB Info, the identity id
-  (``QE``, ``QVE``, ``TD_QE``) for Enclave Identity, the SHA-256 of the issuer's DER name for a
-  CRL. The "latest" pointer per (kind, key) only moves forward: a version replaces it only when
+* Each item has a key ``<base>@<root>``. The base comes from the content: ``SGX/<fmspc>`` or
+  ``TDX/<fmspc>`` for TCB Info, the identity id (``QE``, ``QVE``, ``TD_QE``) for Enclave
+  Identity, the SHA-256 of the issuer's DER name for a CRL. The root is the SHA-256 (hex) of the
+  SubjectPublicKeyInfo of the trust anchor the item's signer chains to
+  (:attr:`sgx_verifier.anchors.TrustAnchor.key_sha256`), set by :meth:`CollateralItem.under`
+  once the signer is verified. So two PKIs (Intel's and an emulated world's, whose names,
+  FMSPCs and identity ids may all coincide) never share a key, and :meth:`CollateralStore.put`
+  refuses an item without a root: there is no "latest" that two signers compete for.
+* The "latest" pointer per (kind, key) only moves forward: a version replaces it only when
   neither its evaluation number (tcbEvaluationDataNumber, or the CRL number) nor its issue date
-  (issueDate, or thisUpdate) is lower, and at least one is higher. An older version is still
-  stored for as-of checks. The comparison and the move happen in one immediate transaction, so
-  replicas importing concurrently cannot roll the pointer back.
-* The store does not judge signatures: callers put only items they verified
-  (:class:`sgx_verifier.service.CollateralImporter` does). It parses what it indexes, strictly,
-  with ``sgx_platform.arch.dcap`` and ``cryptography``.
+  (issueDate, or thisUpdate) is lower, and at least one is higher. Rollback protection thereby
+  compares only versions under one root. An older version is still stored for as-of checks.
+  The comparison and the move happen in one immediate transaction, so replicas importing
+  concurrently cannot roll the pointer back.
+* The store does not judge signatures: callers put only items they verified, under the root
+  they verified them to (:class:`sgx_verifier.service.CollateralImporter` does). It parses what
+  it indexes, strictly, with ``sgx_platform.arch.dcap`` and ``cryptography``.
+* The schema version is kept in the file (``store_meta``). Schema 1 keyed items without their
+  root; a schema-1 file that holds collateral is refused at open (the store cannot tell, by
+  itself, which anchor each old item chains to: import the collateral again into a new file),
+  an empty one is upgraded in place.
 * :meth:`CollateralStore.expiring` reports latest items whose ``nextUpdate`` falls within a
   horizon, ahead of time, so expiry is never first discovered at verification.
 * SQLite in WAL mode, one connection per thread; a PostgreSQL store implements the same
@@ -27,11 +38,12 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -44,7 +56,10 @@ from sgx_platform.arch.dcap.tcb_info import SignedTcbInfo
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_verifier.errors import VerificationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema 1: keys without the anchor's root (readable only when empty).
+_SCHEMA_UNANCHORED = 1
+_ROOT = re.compile(r"[0-9a-f]{64}")
 
 
 class CollateralKind(StrEnum):
@@ -71,6 +86,26 @@ def tcb_info_key(tee: str, fmspc: bytes) -> str:
     return f"{tee}/{fmspc.hex()}"
 
 
+def anchored_key(base: str, root: str) -> str:
+    """The store key of ``base`` under the anchor whose SubjectPublicKeyInfo hashes to ``root``
+    (SHA-256, lowercase hex: :attr:`sgx_verifier.anchors.TrustAnchor.key_sha256`)."""
+    if not _ROOT.fullmatch(root):
+        raise StoreError(f"{root!r} is not a SHA-256 of an anchor's key (64 lowercase hex)")
+    if not base or "@" in base:
+        raise StoreError(f"{base!r} is not a base key")
+    return f"{base}@{root}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(base, root) of a store key; :class:`StoreError` when it names no anchor's root."""
+    base, at, root = key.rpartition("@")
+    if not at or not base or "@" in base or not _ROOT.fullmatch(root):
+        raise StoreError(
+            f"store key {key!r} does not name the anchor it is kept under (<base>@<root>)"
+        )
+    return base, root
+
+
 @dataclass(frozen=True, slots=True)
 class CollateralItem:
     """One version of one piece of collateral, with what the store indexes it by."""
@@ -87,6 +122,21 @@ class CollateralItem:
     @property
     def id(self) -> str:
         return content_id(self.content)
+
+    @property
+    def root(self) -> str | None:
+        """The SHA-256 of the key of the anchor this item is kept under; None before
+        :meth:`under` (as constructed from content)."""
+        return split_key(self.key)[1] if "@" in self.key else None
+
+    def under(self, root: str) -> CollateralItem:
+        """This item keyed under the anchor whose key hashes to ``root``: for a caller that
+        verified the item's signer chains to that anchor."""
+        if self.root is not None:
+            if self.root != root:
+                raise StoreError(f"{self.description}: already kept under root {self.root}")
+            return self
+        return replace(self, key=anchored_key(self.key, root))
 
     # -- construction from the formats the PCS serves -------------------------------------
 
@@ -234,7 +284,11 @@ class ExpiryNotice:
 
 
 class CollateralStore(Protocol):
-    """What the verifier needs from a collateral store."""
+    """What the verifier needs from a collateral store.
+
+    Keys are ``<base>@<root>`` (:func:`anchored_key`): :meth:`put` refuses an item that is not
+    keyed under its anchor, the lookups a key that names none (:class:`StoreError`).
+    """
 
     def put(self, item: CollateralItem, *, source: str, now: int | None = None) -> PutResult: ...
 
@@ -313,13 +367,41 @@ class SqliteCollateralStore:
             CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
             """
         )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_schema(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute(
             "INSERT OR IGNORE INTO store_meta (name, value) VALUES ('schema', ?)",
             (str(SCHEMA_VERSION),),
         )
         row = conn.execute("SELECT value FROM store_meta WHERE name = 'schema'").fetchone()
-        if row[0] != str(SCHEMA_VERSION):
-            raise StoreError(f"{path}: collateral store schema {row[0]}, expected {SCHEMA_VERSION}")
+        found = str(row[0])
+        if found == str(SCHEMA_VERSION):
+            return
+        if found == str(_SCHEMA_UNANCHORED):
+            if conn.execute("SELECT 1 FROM collateral LIMIT 1").fetchone() is None:
+                conn.execute(
+                    "UPDATE store_meta SET value = ? WHERE name = 'schema'", (str(SCHEMA_VERSION),)
+                )
+                return
+            raise StoreError(
+                f"{self._path}: collateral store schema {found} keeps each item's 'latest' "
+                "without the trust anchor it chains to, so collateral of two PKIs (Intel's and "
+                f"an emulated world's) competes for one pointer; this verifier reads schema "
+                f"{SCHEMA_VERSION} and cannot tell which anchor each old item belongs to. Move "
+                "the file aside and import the collateral again (sgxemu verifier collateral "
+                "import FILES, or collateral refresh)"
+            )
+        raise StoreError(
+            f"{self._path}: collateral store schema {found!r}; this verifier reads schema "
+            f"{SCHEMA_VERSION} (a newer sgxemu wrote it?)"
+        )
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -367,6 +449,11 @@ class SqliteCollateralStore:
         return StoredItem(item, imported, str(source))
 
     def put(self, item: CollateralItem, *, source: str, now: int | None = None) -> PutResult:
+        if item.root is None:
+            raise StoreError(
+                f"{item.description}: not keyed under the anchor it chains to; verify it and "
+                "put item.under(anchor.key_sha256) (CollateralImporter does)"
+            )
         at = int(time.time()) if now is None else now
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
@@ -425,6 +512,7 @@ class SqliteCollateralStore:
         return self._row(row)
 
     def latest(self, kind: CollateralKind, key: str) -> StoredItem | None:
+        split_key(key)
         row = self._connection().execute(
             "SELECT l.id FROM latest l WHERE l.kind = ? AND l.key = ?", (kind.value, key)
         ).fetchone()
@@ -433,6 +521,7 @@ class SqliteCollateralStore:
     def as_of(self, kind: CollateralKind, key: str, at: int) -> StoredItem | None:
         """The best version whose window covers ``at``: highest evaluation number, then the
         latest issue date."""
+        split_key(key)
         row = self._connection().execute(
             _SELECT_ITEM + " WHERE kind = ? AND key = ?"
             " AND issue_date <= ? AND ? <= next_update"
@@ -442,6 +531,7 @@ class SqliteCollateralStore:
         return None if row is None else self._row(row)
 
     def versions(self, kind: CollateralKind, key: str) -> list[StoredItem]:
+        split_key(key)
         rows = self._connection().execute(
             _SELECT_ITEM + " WHERE kind = ? AND key = ?"
             " ORDER BY issue_date, COALESCE(evaluation_number, -1), id",
