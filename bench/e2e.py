@@ -44,6 +44,7 @@ import jwt
 
 from sgx.quoting.v1 import provisioning_pb2, provisioning_pb2_grpc, quoting_pb2, quoting_pb2_grpc
 from sgx.verifier.v1 import verifier_pb2, verifier_pb2_grpc
+from sgx_platform.arch.binding import report_data_for
 from sgx_platform.rpc.client import EnclaveSession, PlatformClient
 from sgx_rpc.channel import tls_channel, unix_channel
 from sgxemu_cli.main import main as sgxemu_main
@@ -139,7 +140,7 @@ def client(
                     quoting_pb2.GetTargetInfoRequest(), timeout=30
                 ).target_info
                 marks.append(time.perf_counter())
-                report_data = hashlib.sha256(challenge + user_data).digest() + bytes(32)
+                report_data = report_data_for(challenge, user_data)
                 report = platform.create_report(loaded.handle, target, report_data)
                 marks.append(time.perf_counter())
                 quote = quoting.GetQuote(

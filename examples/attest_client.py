@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import sys
@@ -39,6 +38,7 @@ import grpc
 
 from sgx.quoting.v1 import provisioning_pb2, provisioning_pb2_grpc, quoting_pb2, quoting_pb2_grpc
 from sgx.verifier.v1 import verifier_pb2, verifier_pb2_grpc
+from sgx_platform.arch.binding import report_data_for
 from sgx_platform.config import load_config as load_platform_config
 from sgx_platform.rpc.client import EnclaveSession, PlatformClient, PlatformRpcError
 from sgx_quoting.config import load_config as load_quoting_config
@@ -88,11 +88,6 @@ class Attestation:
 
 class StepFailed(Exception):
     """A service refused a step; the message says which step and why."""
-
-
-def report_data_for(challenge: bytes, user_data: bytes) -> bytes:
-    """REPORTDATA binding a challenge: SHA-256(challenge || user data), then 32 free bytes."""
-    return hashlib.sha256(challenge + user_data).digest() + bytes(32)
 
 
 def _refused(step: str, error: grpc.RpcError) -> StepFailed:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import json
 import os
 import sys
@@ -40,6 +41,7 @@ import grpc
 import jwt
 
 from sgx.verifier.v1 import verifier_pb2, verifier_pb2_grpc
+from sgx_platform.arch.binding import binding_digest
 from sgx_rpc.channel import tls_channel
 from sgx_rpc.errors import error_info
 from sgx_verifier.anchors import AnchorSet, intel_sgx_root_ca, load_anchor
@@ -310,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             if challenge and appraisal.verified:
                 checks.record(
                     "REPORTDATA[0:32] = SHA-256(challenge || user data)",
-                    appraisal.report_data[:32] == hashlib.sha256(challenge + user_data).digest(),
+                    hmac.compare_digest(
+                        appraisal.report_data[:32], binding_digest(challenge, user_data)
+                    ),
                     "only the verifier can tell whether the challenge is genuine and unused",
                 )
 
