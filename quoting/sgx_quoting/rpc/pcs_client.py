@@ -3,7 +3,8 @@
 Implements :class:`~sgx_quoting.ports.PcsPort` (PCK registration) and offers the collateral
 and root CA reads the command line needs. Invariants: every failed call raises
 :class:`~sgx_quoting.enclave_errors.PcsCallError` carrying the status code name and the
-``ErrorInfo`` reason; nothing here reads a file of the PCS.
+``ErrorInfo`` reason; nothing here reads a file of the PCS; the channel reconnects quickly
+after a PCS restart (``QUICK_RECONNECT``: the quoting service is a long-lived client).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sgx.quoting.v1 import provisioning_pb2 as pb
 from sgx.quoting.v1 import provisioning_pb2_grpc as pb_grpc
 from sgx_quoting.enclave_errors import PcsCallError
 from sgx_quoting.ports import PckChain
-from sgx_rpc.channel import unix_channel
+from sgx_rpc.channel import QUICK_RECONNECT, unix_channel
 from sgx_rpc.errors import error_info
 
 DEFAULT_TIMEOUT = 60.0
@@ -33,7 +34,7 @@ class GrpcPcs:
 
     @classmethod
     def unix(cls, path: Path, *, timeout: float = DEFAULT_TIMEOUT) -> GrpcPcs:
-        return cls(unix_channel(path), timeout=timeout)
+        return cls(unix_channel(path, options=QUICK_RECONNECT), timeout=timeout)
 
     def close(self) -> None:
         self._channel.close()

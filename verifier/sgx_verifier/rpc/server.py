@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 
 from sgx.verifier.v1 import verifier_pb2_grpc as pb_grpc
-from sgx_rpc.channel import tls_channel, unix_channel
+from sgx_rpc.channel import QUICK_RECONNECT, tls_channel, unix_channel
 from sgx_rpc.server import Authorizer, Listener, ServiceHost, TlsListener, UnixListener
 from sgx_verifier.challenge import ChallengeKey, ChallengeService, SqliteReplayStore
 from sgx_verifier.fetch import PcsClient
@@ -72,11 +72,13 @@ def build_source(config: VerifierConfig) -> CollateralSource | None:
     if config.pcs_grpc:
         target = config.pcs_grpc
         if target.startswith("unix:"):
-            channel = unix_channel(config.resolve(Path(target.removeprefix("unix:"))))
+            channel = unix_channel(
+                config.resolve(Path(target.removeprefix("unix:"))), options=QUICK_RECONNECT
+            )
         else:
             if cafile is None:
                 raise ConfigError("[pcs] grpc over TCP needs ca (the PCS's TLS CA)")
-            channel = tls_channel(target, _read(cafile, "PCS CA"))
+            channel = tls_channel(target, _read(cafile, "PCS CA"), options=QUICK_RECONNECT)
         return GrpcPcsSource(channel, target)
     return None
 
