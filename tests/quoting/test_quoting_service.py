@@ -168,8 +168,10 @@ class World:
         return self.pcs_store.load_pki().root_ca_der
 
     def verify(self, quote: bytes, *, at: dt.datetime | None = None) -> dcap_qvl.VerifiedReport:
-        when = int((at or dt.datetime.now(dt.UTC)).timestamp())
+        # The collateral first: the PCS stamps it with its clock, and a "now" taken before it
+        # could be a second earlier than its issueDate ("TCBInfo issue date is in the future").
         collateral = dcap_qvl.QuoteCollateralV3.from_json(self.collateral(quote))
+        when = int((at or dt.datetime.now(dt.UTC)).timestamp())
         return dcap_qvl.verify_with_root_ca(quote, collateral, self.root_ca(), when)
 
 
