@@ -21,7 +21,7 @@ from sgx_platform.arch.sgxs import write_sgxs
 from sgx_platform.arch.signing import generate_signing_key, mrsigner_of_public_key, sign_sigstruct
 from sgx_platform.config import load_config
 from sgx_platform.rpc.client import PlatformClient
-from sgx_platform.service import PlatformService
+from sgx_platform.service import DEFAULT_CONFIG_TEXT, PlatformService
 from sgxemu_cli import main as cli_main
 from sgxemu_cli.commands.init import InitOptions, initialize
 
@@ -31,6 +31,8 @@ IMAGE = build_image(code_pages=2, data_pages=1, heap_pages=1)
 def make_state(root: Path) -> Path:
     state = root / "s"
     initialize(state, InitOptions(state, launch_mode="open"))
+    # A standalone platform: open mode with its own load policy, no launchctl to pull it from.
+    (state / "platform" / "platform.toml").write_text(DEFAULT_CONFIG_TEXT)
     return state
 
 

@@ -30,7 +30,7 @@ from sgx_platform.arch.image import build_image, measure
 from sgx_platform.arch.sgxs import write_sgxs
 from sgx_platform.arch.signing import generate_signing_key, sign_sigstruct
 from sgx_platform.config import load_config as load_platform_config
-from sgx_platform.service import PlatformService
+from sgx_platform.service import DEFAULT_CONFIG_TEXT, PlatformService
 from sgx_quoting.config import QuotingConfig
 from sgx_quoting.enclaves import EnclaveManifest
 from sgx_quoting.service import QuotingServer
@@ -51,6 +51,8 @@ def initialized() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="sgxc", dir="/tmp"))
     state = base / "s"
     summary = initialize(state, InitOptions(state, launch_mode="open"))
+    # A standalone platform: open mode with its own load policy, no launchctl to pull it from.
+    (state / "platform" / "platform.toml").write_text(DEFAULT_CONFIG_TEXT)
     assert summary["pcs"]["qe_mrsigner"] == summary["quoting"]["vendor_mrsigner"]
     layout = StateLayout(state)
     image = build_image(seed=42)
