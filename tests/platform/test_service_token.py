@@ -1,9 +1,12 @@
 """Token launch mode through the real gRPC service, with a launch-authority double.
 
-The double plays launchctl's launch enclave the way the real one will: it launches an LE image
+The double plays launchctl's launch enclave the way the real one does: it launches an LE image
 signed by the key whose hash the platform locked into the LE registers (that enclave may have
 EINITTOKEN_KEY), derives the EINITTOKEN key with EGETKEY over the platform's gRPC API, and MACs
-tokens for the signers it allows. (It is replaced by launchctl when that service lands.)
+tokens for the signers it allows. It stays a double because these tests need an authority
+that misbehaves or can be watched: one that tampers with its tokens (EINIT must refuse them),
+blocks inside a request (EBUSY), or records exactly what the platform asked. The platform with
+the real daemon is tested in test_service_launchctl.py and tests/launchctl/.
 """
 
 from __future__ import annotations
