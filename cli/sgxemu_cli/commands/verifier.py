@@ -91,6 +91,9 @@ def config_text(layout: StateLayout, listen: str = DEFAULT_LISTEN) -> str:
     root = home / EMULATED_ROOT_FILE
     anchors = (
         f'\n[[anchors]]\nname = "{EMULATED_ANCHOR}"\ncertificate = "{EMULATED_ROOT_FILE}"\n'
+        # The local world's emulated PCS (served beside the quoting service) is where
+        # `sgxemu verifier collateral refresh` fetches that world's collateral.
+        '\n[pcs]\ngrpc = "unix:../run/pcs.sock"\n'
         if root.is_file()
         else ""
     )
