@@ -117,6 +117,13 @@ def test_forged_or_junk_collateral_is_refused(state: Path, tmp_path: Path) -> No
 def test_refresh_needs_a_configured_source(state: Path, tmp_path: Path) -> None:
     quote = tmp_path / "q.bin"
     quote.write_bytes(fixture().quote())
+    # init points the local verifier at its world's PCS socket; nothing serves it here.
+    with pytest.raises(CliError, match=r"(?i)pcs"):
+        run(state, "verifier", "collateral", "refresh", "--quote", str(quote))
+    config = state / "verifier" / "verifier.toml"
+    text = config.read_text()
+    assert '[pcs]\ngrpc = "unix:../run/pcs.sock"\n' in text
+    config.write_text(text.replace('[pcs]\ngrpc = "unix:../run/pcs.sock"\n', ""))
     with pytest.raises(CliError, match="no PCS or PCCS"):
         run(state, "verifier", "collateral", "refresh", "--quote", str(quote))
 
