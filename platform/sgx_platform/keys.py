@@ -9,9 +9,12 @@ Invariants:
   depends on the provisioning secret, every key but PROVISION on the seal secret too, and a
   leaked derived key reveals neither root (a PRF output under a secret key).
 * Which field of the enclave, the KEYREQUEST, the TARGETINFO or the platform feeds which
-  dependency is exactly the table of §6.1, coded once per key name in :func:`egetkey_dependencies`,
-  :func:`ereport_key_dependencies` and :func:`einittoken_key_dependencies`. The dependency
-  record never holds a secret except through the KDK.
+  dependency is exactly the table of §6.1, coded once per key name. The REPORT and EINITTOKEN
+  keys are each derived by two instructions that must agree: EGETKEY(REPORT) is
+  :func:`ereport_key_dependencies` for the enclave's own TARGETINFO, and the launch enclave's
+  EGETKEY(EINITTOKEN) and EINIT (from a token's LE fields) both go through
+  :func:`_einittoken_key`.
+  The dependency record never holds a secret except through the KDK.
 * The checks of EGETKEY (KSS-only policy bits and CONFIGSVN → #GP; unknown KEYNAME,
   missing PROVISIONKEY/EINITTOKEN_KEY, CPUSVN beyond the platform, ISVSVN/CONFIGSVN above the
   enclave's) raise before any key is derived.
@@ -240,17 +243,9 @@ def egetkey_dependencies(
     not_miscmask = ~request.miscmask & U32_MAX
 
     if name is KeyName.REPORT:
-        return KeyDependencies(
-            keyname=name,
-            seal_key_fuses=True,
-            owner_epoch=owner_epoch,
-            attributes=enclave.attributes,
-            mrenclave=enclave.mrenclave,
-            key_id=request.key_id,
-            cpusvn=cpusvn,
-            miscselect=enclave.miscselect,
-            configid=enclave.configid,
-            configsvn=enclave.configsvn,
+        # The key EREPORT uses for a REPORT targeted at this enclave.
+        return ereport_key_dependencies(
+            enclave.target_info(), request.key_id, owner_epoch=owner_epoch, cpusvn=cpusvn
         )
 
     if name is KeyName.EINITTOKEN and not enclave.attributes.has(AttributeFlags.EINITTOKEN_KEY):
@@ -283,9 +278,7 @@ def egetkey_dependencies(
         )
 
     if name is KeyName.EINITTOKEN:
-        return KeyDependencies(
-            keyname=name,
-            seal_key_fuses=True,
+        return _einittoken_key(
             isvprodid=enclave.isvprodid,
             isvsvn=request.isvsvn,
             owner_epoch=owner_epoch,
@@ -379,9 +372,7 @@ def einittoken_key_dependencies(
     token: EinitToken, le_pubkeyhash: Measurement, *, owner_epoch: bytes
 ) -> KeyDependencies:
     """EINIT step 15: the EINITTOKEN key from the token's LE fields and the LE hash registers."""
-    return KeyDependencies(
-        keyname=KeyName.EINITTOKEN,
-        seal_key_fuses=True,
+    return _einittoken_key(
         isvprodid=token.isvprodid_le,
         isvsvn=token.isvsvn_le,
         owner_epoch=owner_epoch,
@@ -390,4 +381,30 @@ def einittoken_key_dependencies(
         key_id=token.key_id,
         cpusvn=token.cpusvn_le,
         miscselect=token.masked_miscselect_le,
+    )
+
+
+def _einittoken_key(
+    *,
+    isvprodid: int,
+    isvsvn: int,
+    owner_epoch: bytes,
+    attributes: Attributes,
+    mrsigner: Measurement,
+    key_id: bytes,
+    cpusvn: bytes,
+    miscselect: int,
+) -> KeyDependencies:
+    """The EINITTOKEN column of §6.1 (the launch enclave's token key)."""
+    return KeyDependencies(
+        keyname=KeyName.EINITTOKEN,
+        seal_key_fuses=True,
+        isvprodid=isvprodid,
+        isvsvn=isvsvn,
+        owner_epoch=owner_epoch,
+        attributes=attributes,
+        mrsigner=mrsigner,
+        key_id=key_id,
+        cpusvn=cpusvn,
+        miscselect=miscselect,
     )

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -80,6 +81,37 @@ class Authorizer:
         if method.startswith(ALWAYS_ALLOWED_PREFIXES):
             return True
         return role in self.policy.get(method, frozenset())
+
+    @classmethod
+    def for_service(
+        cls,
+        service: ServiceDescriptor,
+        role_methods: Mapping[str, Iterable[str]],
+        *,
+        domain: str,
+        role_of_certificate: Callable[[str], str | None] = lambda _cn: None,
+    ) -> Authorizer:
+        """The authorizer of ``service`` from the RPC names each role may call.
+
+        Every RPC of the service must be given to some role, and every name must be one of its
+        RPCs: a new RPC must be given its roles, and a misspelt name must not leave an RPC
+        unreachable (both raise ``AssertionError`` when the service is assembled).
+        """
+        rpcs = set(service.methods_by_name)
+        policy: dict[str, set[str]] = {}
+        for role, names in role_methods.items():
+            for name in names:
+                if name not in rpcs:
+                    raise AssertionError(f"{service.full_name} has no RPC {name!r} (role {role})")
+                policy.setdefault(f"/{service.full_name}/{name}", set()).add(role)
+        missing = rpcs - {path.rsplit("/", 1)[1] for path in policy}
+        if missing:
+            raise AssertionError(f"{service.full_name}: RPCs without roles: {sorted(missing)}")
+        return cls(
+            domain=domain,
+            policy={path: frozenset(roles) for path, roles in policy.items()},
+            role_of_certificate=role_of_certificate,
+        )
 
 
 @dataclass(frozen=True)

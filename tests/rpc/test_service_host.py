@@ -236,3 +236,39 @@ def test_stop_is_graceful_and_idempotent(short_dir: Path) -> None:
             platform_pb2.GetPlatformInfoRequest(), timeout=2
         )
     assert gone.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+# -- an authorizer from the roles of a service's RPCs ---------------------------------------------
+
+_PLATFORM = platform_pb2.DESCRIPTOR.services_by_name["PlatformService"]
+
+
+def _every_rpc_but(*names: str) -> tuple[str, ...]:
+    return tuple(n for n in _PLATFORM.methods_by_name if n not in names)
+
+
+def test_an_authorizer_for_a_service_gives_each_rpc_its_roles() -> None:
+    authorizer = Authorizer.for_service(
+        _PLATFORM,
+        {"user": ("GetPlatformInfo",), "admin": _every_rpc_but()},
+        domain="test",
+        role_of_certificate=lambda cn: "admin" if cn == "admin" else None,
+    )
+    assert authorizer.policy[METHOD] == frozenset({"user", "admin"})
+    assert authorizer.policy[f"/{SERVICE}/ResetPlatform"] == frozenset({"admin"})
+    assert set(authorizer.policy) == {f"/{SERVICE}/{n}" for n in _PLATFORM.methods_by_name}
+    assert authorizer.allows(METHOD, "user")
+    assert not authorizer.allows(f"/{SERVICE}/ResetPlatform", "user")
+    assert not authorizer.allows(f"/{SERVICE}/NoSuchRpc", "admin")
+    assert authorizer.role_of_certificate("admin") == "admin"
+
+
+def test_an_rpc_without_a_role_or_a_misspelt_rpc_is_refused() -> None:
+    with pytest.raises(AssertionError, match=r"without roles: \['ResetPlatform'\]"):
+        Authorizer.for_service(
+            _PLATFORM, {"admin": _every_rpc_but("ResetPlatform")}, domain="test"
+        )
+    with pytest.raises(AssertionError, match="no RPC 'ResetPlatfrom'"):
+        Authorizer.for_service(
+            _PLATFORM, {"admin": (*_every_rpc_but(), "ResetPlatfrom")}, domain="test"
+        )

@@ -24,12 +24,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import sqlite3
-import stat
 import struct
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +37,7 @@ from typing import Protocol
 from sgx_platform.arch.binding import binding_digest
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_verifier.errors import VerificationError
+from sgx_verifier.private_file import read_private, write_private_atomic
 
 log = logging.getLogger(__name__)
 
@@ -117,30 +115,6 @@ class ChallengeKeyError(ChallengeConfigError):
     """The challenge key file is missing, unreadable, malformed or too widely readable."""
 
 
-def _write_private_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` mode 0600: temp file, fsync, rename, fsync the directory."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 @dataclass(frozen=True, slots=True, repr=False)
 class ChallengeKey:
     """The HMAC key shared by every replica; its id travels in each challenge."""
@@ -168,25 +142,13 @@ class ChallengeKey:
         if path.exists() or path.is_symlink():
             raise ChallengeKeyError(f"{path} exists; refusing to replace a challenge key")
         key = cls.generate()
-        _write_private_atomic(path, key.secret)
+        write_private_atomic(path, key.secret)
         return key
 
     @classmethod
     def load(cls, path: Path) -> ChallengeKey:
         """Read a key file; refuses symlinks, wrong sizes and modes open to group or others."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            raise ChallengeKeyError(f"challenge key {path} does not exist") from None
-        except OSError as e:
-            raise ChallengeKeyError(f"cannot open challenge key {path}: {e.strerror}") from None
-        with os.fdopen(fd, "rb") as f:
-            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
-            if mode & 0o077:
-                raise ChallengeKeyError(
-                    f"challenge key {path} has mode {mode:04o}; it must be 0600 (chmod 600 {path})"
-                )
-            data = f.read(KEY_SIZE + 1)
+        data = read_private(path, "challenge key", limit=KEY_SIZE + 1, error=ChallengeKeyError)
         if len(data) != KEY_SIZE:
             raise ChallengeKeyError(f"challenge key {path} is not {KEY_SIZE} bytes")
         return cls(data)

@@ -28,8 +28,6 @@ import hashlib
 import json
 import os
 import secrets
-import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -43,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgx_verifier.errors import VerificationError
+from sgx_verifier.private_file import read_private, write_private_atomic
 
 ALGORITHM = "ES256"
 DEFAULT_LIFETIME = 600
@@ -87,41 +86,8 @@ def key_id(key: ec.EllipticCurvePublicKey) -> str:
     return _b64u(hashlib.sha256(canonical).digest())
 
 
-def _write_private_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _read_private(path: Path, what: str) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise KeyringError(f"{what} {path} does not exist") from None
-    except OSError as e:
-        raise KeyringError(f"cannot open {what} {path}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
-        if mode & 0o077:
-            raise KeyringError(f"{what} {path} has mode {mode:04o}; it must be 0600")
-        return f.read(1 << 20)
+    return read_private(path, what, limit=1 << 20, error=KeyringError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +174,7 @@ class TokenKeyring:
             created = int(time.time()) if now is None else now
             kid = _new_key_file(directory)
             index = _Index(max_lifetime, kid, (KeyEntry(kid, created),))
-            _write_private_atomic(directory / INDEX_NAME, index.to_bytes())
+            write_private_atomic(directory / INDEX_NAME, index.to_bytes())
         return cls(directory)
 
     @classmethod
@@ -311,7 +277,7 @@ class TokenKeyring:
                 for k in index.keys
             ]
             keys = (*retired, KeyEntry(kid, at))
-            _write_private_atomic(
+            write_private_atomic(
                 self._dir / INDEX_NAME, _Index(index.max_lifetime, kid, keys).to_bytes()
             )
         self._stamp = None
@@ -327,7 +293,7 @@ class TokenKeyring:
             keep = tuple(self._published(index, at))
             gone = tuple(k.kid for k in index.keys if k not in keep)
             if gone:
-                _write_private_atomic(
+                write_private_atomic(
                     self._dir / INDEX_NAME,
                     _Index(index.max_lifetime, index.active, keep).to_bytes(),
                 )
@@ -359,7 +325,7 @@ def _new_key_file(directory: Path) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_private_atomic(directory / f"{kid}.pem", pem)
+    write_private_atomic(directory / f"{kid}.pem", pem)
     return kid
 
 

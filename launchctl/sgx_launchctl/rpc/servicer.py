@@ -68,23 +68,11 @@ MAX_AUDIT_LIMIT = 10000
 _R = TypeVar("_R")
 
 
-def method_path(name: str) -> str:
-    return f"/{SERVICE_NAME}/{name}"
-
-
 def authorizer() -> Authorizer:
-    policy: dict[str, set[str]] = {}
-    for role, methods in ROLE_METHODS.items():
-        for name in methods:
-            policy.setdefault(method_path(name), set()).add(role)
-    missing = set(pb.DESCRIPTOR.services_by_name["LaunchControlService"].methods_by_name) - {
-        path.rsplit("/", 1)[1] for path in policy
-    }
-    if missing:  # pragma: no cover - a new RPC must be given its roles here
-        raise AssertionError(f"methods without roles: {sorted(missing)}")
-    return Authorizer(
+    return Authorizer.for_service(
+        pb.DESCRIPTOR.services_by_name["LaunchControlService"],
+        ROLE_METHODS,
         domain=DOMAIN,
-        policy={k: frozenset(v) for k, v in policy.items()},
         role_of_certificate=lambda cn: CERTIFICATE_ROLES.get(cn),
     )
 

@@ -15,6 +15,7 @@ from sgx_platform.arch.attributes import NO_ATTRIBUTES, Attributes
 from sgx_platform.arch.binary import require_bytes, require_length, require_uint, require_zero
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_platform.arch.measurement import ZERO_MEASUREMENT, Measurement
+from sgx_platform.arch.secs import IdentityBlock
 
 # RS Report / SDK sgx_report_body_t.
 _BODY = struct.Struct(
@@ -24,15 +25,7 @@ _BODY = struct.Struct(
     "B"  # 20  CET_ATTRIBUTES (RS; SDK reserved)
     "11s"  # 21  reserved
     "16s"  # 32  ISVEXTPRODID
-    "16s"  # 48  ATTRIBUTES
-    "32s"  # 64  MRENCLAVE
-    "32s"  # 96  reserved
-    "32s"  # 128 MRSIGNER
-    "32s"  # 160 reserved
-    "64s"  # 192 CONFIGID
-    "H"  # 256 ISVPRODID
-    "H"  # 258 ISVSVN
-    "H"  # 260 CONFIGSVN
+    "214s"  # 48  identity block as in the SECS (secs.IdentityBlock): ATTRIBUTES .. CONFIGSVN
     "42s"  # 262 reserved
     "16s"  # 304 ISVFAMILYID
     "64s"  # 320 REPORTDATA
@@ -66,58 +59,27 @@ class ReportBody:
         require_uint(self.miscselect, 32, "REPORTBODY.MISCSELECT")
         require_uint(self.cet_attributes, 8, "REPORTBODY.CET_ATTRIBUTES")
         require_bytes(self.isvextprodid, 16, "REPORTBODY.ISVEXTPRODID")
-        require_bytes(self.configid, 64, "REPORTBODY.CONFIGID")
-        require_uint(self.isvprodid, 16, "REPORTBODY.ISVPRODID")
-        require_uint(self.isvsvn, 16, "REPORTBODY.ISVSVN")
-        require_uint(self.configsvn, 16, "REPORTBODY.CONFIGSVN")
+        IdentityBlock.of(self).check("REPORTBODY")
         require_bytes(self.isvfamilyid, 16, "REPORTBODY.ISVFAMILYID")
         require_bytes(self.report_data, 64, "REPORTBODY.REPORTDATA")
-        if not isinstance(self.attributes, Attributes):
-            raise MalformedStructureError("REPORTBODY.ATTRIBUTES must be Attributes")
-        for name in ("mrenclave", "mrsigner"):
-            if not isinstance(getattr(self, name), Measurement):
-                raise MalformedStructureError(f"REPORTBODY.{name.upper()} must be a Measurement")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ReportBody:
         require_length(data, cls.SIZE, "REPORTBODY")
-        (
-            cpusvn,
-            miscselect,
-            cet,
-            res1,
-            isvextprodid,
-            attributes,
-            mrenclave,
-            res2,
-            mrsigner,
-            res3,
-            configid,
-            isvprodid,
-            isvsvn,
-            configsvn,
-            res4,
-            isvfamilyid,
-            report_data,
-        ) = _BODY.unpack(data)
+        cpusvn, miscselect, cet, res1, isvextprodid, identity, res2, isvfamilyid, report_data = (
+            _BODY.unpack(data)
+        )
         require_zero(res1, "REPORTBODY reserved @21")
-        require_zero(res2, "REPORTBODY reserved @96")
-        require_zero(res3, "REPORTBODY reserved @160")
-        require_zero(res4, "REPORTBODY reserved @262")
+        block = IdentityBlock.unpack(identity, "REPORTBODY")
+        require_zero(res2, "REPORTBODY reserved @262")
         return cls(
             cpusvn=cpusvn,
             miscselect=miscselect,
             cet_attributes=cet,
             isvextprodid=isvextprodid,
-            attributes=Attributes.from_bytes(attributes),
-            mrenclave=Measurement(mrenclave),
-            mrsigner=Measurement(mrsigner),
-            configid=configid,
-            isvprodid=isvprodid,
-            isvsvn=isvsvn,
-            configsvn=configsvn,
             isvfamilyid=isvfamilyid,
             report_data=report_data,
+            **block._asdict(),
         )
 
     def to_bytes(self) -> bytes:
@@ -127,15 +89,7 @@ class ReportBody:
             self.cet_attributes,
             bytes(11),
             self.isvextprodid,
-            self.attributes.to_bytes(),
-            self.mrenclave.value,
-            bytes(32),
-            self.mrsigner.value,
-            bytes(32),
-            self.configid,
-            self.isvprodid,
-            self.isvsvn,
-            self.configsvn,
+            IdentityBlock.of(self).pack(),
             bytes(42),
             self.isvfamilyid,
             self.report_data,

@@ -61,29 +61,17 @@ _CA_TO_PROTO = {PckCa.PROCESSOR: pb.PCK_CA_PROCESSOR, PckCa.PLATFORM: pb.PCK_CA_
 _CA_FROM_PROTO = {v: k for k, v in _CA_TO_PROTO.items()}
 
 
-def method_path(name: str) -> str:
-    return f"/{SERVICE_NAME}/{name}"
-
-
 def authorizer() -> Authorizer:
     """Roles per method: a Unix listener should grant :data:`ROLE_LOCAL` (its file mode is the
     gate), TLS peers get their certificate's role, else :data:`ROLE_SERVICE`."""
-    policy: dict[str, set[str]] = {}
-    for role, methods in _ROLE_METHODS.items():
-        for name in methods:
-            policy.setdefault(method_path(name), set()).add(role)
-    missing = set(pb.DESCRIPTOR.services_by_name["ProvisioningService"].methods_by_name) - {
-        path.rsplit("/", 1)[1] for path in policy
-    }
-    if missing:  # pragma: no cover - a new RPC must be given its roles here
-        raise AssertionError(f"methods without roles: {sorted(missing)}")
 
     def role_of_certificate(common_name: str) -> str:
         return CERTIFICATE_ROLES.get(common_name, ROLE_SERVICE)
 
-    return Authorizer(
+    return Authorizer.for_service(
+        pb.DESCRIPTOR.services_by_name["ProvisioningService"],
+        _ROLE_METHODS,
         domain=DOMAIN,
-        policy={k: frozenset(v) for k, v in policy.items()},
         role_of_certificate=role_of_certificate,
     )
 

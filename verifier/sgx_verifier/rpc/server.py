@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from sgx.verifier.v1 import verifier_pb2 as pb
 from sgx.verifier.v1 import verifier_pb2_grpc as pb_grpc
 from sgx_rpc.channel import QUICK_RECONNECT, tls_channel, unix_channel
 from sgx_rpc.server import Authorizer, Listener, ServiceHost, TlsListener, UnixListener
@@ -38,15 +39,11 @@ from sgx_verifier.token import TokenIssuer, TokenKeyring
 
 log = logging.getLogger(__name__)
 
-_METHOD = f"/{SERVICE_NAME}/"
-PUBLIC = frozenset({"client", "admin"})
-ADMIN = frozenset({"admin"})
-POLICY = {
-    _METHOD + "VerifyQuote": PUBLIC,
-    _METHOD + "CreateChallenge": PUBLIC,
-    _METHOD + "GetJwks": PUBLIC,
-    _METHOD + "ImportCollateral": ADMIN,
-    _METHOD + "RefreshCollateral": ADMIN,
+_PUBLIC_METHODS = ("VerifyQuote", "CreateChallenge", "GetJwks")
+#: The RPCs each role may call: any TLS client the public ones, the admin all of them.
+ROLE_METHODS = {
+    "client": _PUBLIC_METHODS,
+    "admin": (*_PUBLIC_METHODS, "ImportCollateral", "RefreshCollateral"),
 }
 
 
@@ -162,9 +159,10 @@ def build_server(
     metrics = VerifierMetrics(service.store, service.now)
     servicer = QuoteVerificationServicer(service, metrics)
     admin_cn = config.admin_common_name
-    authorizer = Authorizer(
+    authorizer = Authorizer.for_service(
+        pb.DESCRIPTOR.services_by_name["QuoteVerificationService"],
+        ROLE_METHODS,
         domain="verifier.sgxemu",
-        policy=POLICY,
         role_of_certificate=lambda cn: "admin" if cn == admin_cn else "client",
     )
     host = ServiceHost(
