@@ -433,7 +433,8 @@ def test_builder_image_loads_and_its_pages_are_written_and_read_through_the_hand
     # A TCS is not readable by enclave code (EPCM permissions 0): 0x8005.
     e = refused(lambda: p.device.read_memory(h, 0, 8), S.PERMISSION_DENIED, "EPCM_FAULT")
     assert e.metadata["error_code"] == "0x8005"
-    refused(lambda: p.device.read_memory(h, image.size - 8, 16), S.OUT_OF_RANGE, "OUT_OF_RANGE")
+    refused(lambda: p.device.read_memory(h, image.size - 8, 16), S.INVALID_ARGUMENT,
+            "OUT_OF_RANGE")
 
 
 def test_a_write_to_a_read_only_page_faults_with_the_sgx_code(
@@ -453,7 +454,7 @@ def test_a_write_to_a_read_only_page_faults_with_the_sgx_code(
     assert c.read_memory(h, rw, 4) == b"\x20" * 4
     c.write_memory(h, rw, b"\x02" * 8)
     assert c.read_memory(h, rw, 8) == b"\x02" * 8
-    e = refused(lambda: c.read_memory(h, 6 * PAGE, 8), S.OUT_OF_RANGE, "PAGE_NOT_PRESENT")
+    e = refused(lambda: c.read_memory(h, 6 * PAGE, 8), S.INVALID_ARGUMENT, "PAGE_NOT_PRESENT")
     assert e.metadata["error_code"] == "0x4"
 
 

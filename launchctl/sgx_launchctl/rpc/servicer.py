@@ -37,7 +37,7 @@ from sgx_launchctl.rpc.convert import (
     signer_to_pb,
 )
 from sgx_launchctl.rpc.status import DOMAIN, status_of
-from sgx_rpc.errors import abort, abort_internal
+from sgx_rpc.errors import abort_with
 from sgx_rpc.server import Authorizer, current_caller
 
 log = logging.getLogger(__name__)
@@ -92,11 +92,7 @@ class LaunchControlServicer(pb_grpc.LaunchControlServiceServicer):
         try:
             return call()
         except Exception as e:
-            report = status_of(e)
-            if report is None:
-                abort_internal(context, DOMAIN, e)
-            abort(context, report.code, report.message, reason=report.reason, domain=DOMAIN,
-                  metadata=report.metadata)
+            abort_with(context, status_of(e), e, domain=DOMAIN)
 
     # -- the platform ---------------------------------------------------------------------------
 

@@ -9,8 +9,6 @@ INTERNAL with a generic message; the details go to the log only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import grpc
 
 from sgx_launchctl.errors import (
@@ -24,12 +22,13 @@ from sgx_launchctl.errors import (
     PolicyLockedError,
     StateIntegrityError,
 )
+from sgx_rpc.errors import StatusReport, StatusTable, code_for
 
 DOMAIN = "launchctl.sgxemu"
 S = grpc.StatusCode
 
 #: Most specific first.
-STATUS: tuple[tuple[type[LaunchctlError], grpc.StatusCode], ...] = (
+STATUS: StatusTable = (
     (InvalidRequestError, S.INVALID_ARGUMENT),
     (NotFoundError, S.NOT_FOUND),
     (PolicyLockedError, S.FAILED_PRECONDITION),
@@ -41,19 +40,11 @@ STATUS: tuple[tuple[type[LaunchctlError], grpc.StatusCode], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class StatusReport:
-    code: grpc.StatusCode
-    message: str
-    reason: str
-    metadata: dict[str, str]
-
-
 def status_of(error: BaseException) -> StatusReport | None:
     """The status of a domain error, or None when it must be reported as INTERNAL."""
-    if not isinstance(error, LaunchctlError):
+    code = code_for(STATUS, error)
+    if code is None or not isinstance(error, LaunchctlError):
         return None
-    code = next(code for kind, code in STATUS if isinstance(error, kind))
     metadata: dict[str, str] = {}
     if error.hint:
         metadata["hint"] = error.hint

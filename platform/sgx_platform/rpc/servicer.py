@@ -22,7 +22,7 @@ from sgx_platform.config import LaunchMode
 from sgx_platform.driver import Driver, EnclaveState
 from sgx_platform.metrics import PlatformMetrics
 from sgx_platform.rpc.status import DOMAIN, status_of
-from sgx_rpc.errors import abort, abort_internal
+from sgx_rpc.errors import abort_with
 from sgx_rpc.server import Authorizer
 
 log = logging.getLogger(__name__)
@@ -106,19 +106,13 @@ class PlatformServicer(pb_grpc.PlatformServiceServicer):
             result = call()
         except Exception as e:
             report = status_of(e)
-            if report is None:
-                self._count(method, grpc.StatusCode.INTERNAL)
-                abort_internal(context, DOMAIN, e)
-            self._count(method, report.code)
-            if self._metrics is not None and report.code in (
+            self._count(method, grpc.StatusCode.INTERNAL if report is None else report.code)
+            if self._metrics is not None and report is not None and report.code in (
                 grpc.StatusCode.PERMISSION_DENIED,
                 grpc.StatusCode.UNAVAILABLE,
             ):
                 self._metrics.denials.labels(report.rule or "-", report.reason).inc()
-            abort(
-                context, report.code, report.message, reason=report.reason, domain=DOMAIN,
-                metadata=report.metadata,
-            )
+            abort_with(context, report, e, domain=DOMAIN)
         self._count(method, grpc.StatusCode.OK)
         return result
 

@@ -1,8 +1,9 @@
 """The one table from driver errors to gRPC status codes (STYLE.md "Errors").
 
-Invariants: :func:`status_of` is the only place a status code is chosen for a domain error.
-The errno decides (``ERRNO_STATUS``) unless the reason code is listed in ``REASON_STATUS``
-(a state error is ``EINVAL`` in the kernel but FAILED_PRECONDITION here, etc.). Every error
+Invariants: :func:`status_of` is the only place a status code is chosen for a domain error,
+and every code is one of STYLE.md's (see :mod:`sgx_rpc.errors`). The errno decides
+(``ERRNO_STATUS``) unless the reason code is listed in ``REASON_STATUS`` (a state error is
+``EINVAL`` in the kernel but FAILED_PRECONDITION here, etc.). Every error
 leaves with a ``google.rpc.ErrorInfo``: ``reason`` is the stable code, ``metadata`` carries
 ``errno``, ``sgx_code`` and ``sgx_code_name`` (when the CPU decided), ``rule`` (when a rule
 decided), ``hint`` and any details. Anything that is not a driver error is INTERNAL with a
@@ -12,12 +13,12 @@ generic message; the details go to the log only.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
 
 import grpc
 
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_platform.driver_errors import DriverError
+from sgx_rpc.errors import StatusReport
 
 DOMAIN = "platform.sgxemu"
 
@@ -48,21 +49,9 @@ REASON_STATUS: dict[str, grpc.StatusCode] = {
     "TCB_NOT_RAISED": S.FAILED_PRECONDITION,
     "EPCM_FAULT": S.PERMISSION_DENIED,
     "NOT_DEBUGGABLE": S.PERMISSION_DENIED,
-    "PAGE_NOT_PRESENT": S.OUT_OF_RANGE,
-    "OUT_OF_RANGE": S.OUT_OF_RANGE,
-    "SGX_MAC_COMPARE_FAIL": S.DATA_LOSS,
+    # An evicted page was altered or replayed: the enclave cannot go on (its state is wrong).
+    "SGX_MAC_COMPARE_FAIL": S.FAILED_PRECONDITION,
 }
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """What a failed call sends back."""
-
-    code: grpc.StatusCode
-    message: str
-    reason: str
-    metadata: dict[str, str]
-    rule: str | None = None
 
 
 def status_of(error: BaseException) -> StatusReport | None:

@@ -29,7 +29,7 @@ from sgx_quoting.pcs import PckCertChain, PlatformTcb, system_now
 from sgx_quoting.pki import PckCa
 from sgx_quoting.rpc.status import DOMAIN, status_of
 from sgx_quoting.state import PcsStore
-from sgx_rpc.errors import abort, abort_internal
+from sgx_rpc.errors import abort_with
 from sgx_rpc.server import Authorizer
 
 log = logging.getLogger(__name__)
@@ -130,10 +130,9 @@ class ProvisioningServicer(pb_grpc.ProvisioningServiceServicer):
             return call()
         except Exception as e:
             report = status_of(e)
-            if report is None:
-                abort_internal(context, DOMAIN, e)
-            log.info("PCS refused a call: %s: %s", report.reason, report.message)
-            abort(context, report.code, report.message, reason=report.reason, domain=DOMAIN)
+            if report is not None:
+                log.info("PCS refused a call: %s: %s", report.reason, report.message)
+            abort_with(context, report, e, domain=DOMAIN)
 
     def RegisterPck(
         self, request: pb.RegisterPckRequest, context: grpc.ServicerContext

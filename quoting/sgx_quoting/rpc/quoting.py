@@ -20,7 +20,7 @@ from sgx.quoting.v1 import quoting_pb2 as pb
 from sgx.quoting.v1 import quoting_pb2_grpc as pb_grpc
 from sgx_quoting.engine import QuotingEngine
 from sgx_quoting.rpc.quoting_status import DOMAIN, status_of
-from sgx_rpc.errors import abort, abort_internal
+from sgx_rpc.errors import abort_with
 from sgx_rpc.server import Authorizer
 
 log = logging.getLogger(__name__)
@@ -74,18 +74,8 @@ class QuotingServicer(pb_grpc.QuotingServiceServicer):
             result = call()
         except Exception as e:
             report = status_of(e)
-            if report is None:
-                calls.labels(method, "INTERNAL").inc()
-                abort_internal(context, DOMAIN, e)
-            calls.labels(method, report.code.name).inc()
-            abort(
-                context,
-                report.code,
-                report.message,
-                reason=report.reason,
-                domain=DOMAIN,
-                metadata=report.metadata,
-            )
+            calls.labels(method, "INTERNAL" if report is None else report.code.name).inc()
+            abort_with(context, report, e, domain=DOMAIN)
         calls.labels(method, "OK").inc()
         return result
 

@@ -10,8 +10,6 @@ service, method, code and reason). PCS-domain and malformed-structure errors fal
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import grpc
 
 from sgx_quoting.enclave_errors import (
@@ -26,13 +24,14 @@ from sgx_quoting.enclave_errors import (
 )
 from sgx_quoting.errors import QuotingError
 from sgx_quoting.rpc import status as pcs_status
+from sgx_rpc.errors import StatusReport, StatusTable, code_for
 
 DOMAIN = pcs_status.DOMAIN
 
 S = grpc.StatusCode
 
 #: Error class -> status code, most specific first.
-STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+STATUS_TABLE: StatusTable = (
     (ReportRejectedError, S.INVALID_ARGUMENT),
     (QuotingUnavailableError, S.UNAVAILABLE),
     (EnclaveLaunchError, S.FAILED_PRECONDITION),
@@ -42,16 +41,6 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (PlatformCallError, S.FAILED_PRECONDITION),
     (PcsCallError, S.FAILED_PRECONDITION),
 )
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """What a failed call sends back."""
-
-    code: grpc.StatusCode
-    message: str
-    reason: str
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def _remote_metadata(error: BaseException) -> dict[str, str]:
@@ -72,11 +61,8 @@ def _remote_metadata(error: BaseException) -> dict[str, str]:
 
 def status_of(error: BaseException) -> StatusReport | None:
     """The status of a quoting-service error, or None when it must be reported as INTERNAL."""
-    for cls, code in STATUS_TABLE:
-        if isinstance(error, cls):
-            assert isinstance(error, QuotingError)
-            return StatusReport(code, str(error), error.reason, _remote_metadata(error))
-    report = pcs_status.status_of(error)
-    if report is None:
-        return None
-    return StatusReport(report.code, report.message, report.reason)
+    code = code_for(STATUS_TABLE, error)
+    if code is None:
+        return pcs_status.status_of(error)
+    assert isinstance(error, QuotingError)
+    return StatusReport(code, str(error), error.reason, _remote_metadata(error))

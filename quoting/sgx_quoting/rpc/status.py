@@ -8,8 +8,6 @@ is INTERNAL with a generic message (the servicer logs the details).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import grpc
 
 from sgx_platform.arch.errors import MalformedStructureError
@@ -19,13 +17,14 @@ from sgx_quoting.errors import (
     QuotingError,
     UnknownPlatformError,
 )
+from sgx_rpc.errors import StatusReport, StatusTable, code_for
 
 DOMAIN = "quoting.sgxemu"
 
 S = grpc.StatusCode
 
 #: Error class -> status code, most specific first.
-STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+STATUS_TABLE: StatusTable = (
     (PcsInputError, S.INVALID_ARGUMENT),
     (UnknownPlatformError, S.NOT_FOUND),
     (PcsStateError, S.FAILED_PRECONDITION),
@@ -33,22 +32,10 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class StatusReport:
-    """What a failed call sends back."""
-
-    code: grpc.StatusCode
-    message: str
-    reason: str
-
-
 def status_of(error: BaseException) -> StatusReport | None:
     """The status of a quoting error, or None when it must be reported as INTERNAL."""
-    for cls, code in STATUS_TABLE:
-        if isinstance(error, cls):
-            if isinstance(error, QuotingError):
-                reason = error.reason
-            else:
-                reason = "MALFORMED_STRUCTURE"
-            return StatusReport(code, str(error), reason)
-    return None
+    code = code_for(STATUS_TABLE, error)
+    if code is None:
+        return None
+    reason = error.reason if isinstance(error, QuotingError) else "MALFORMED_STRUCTURE"
+    return StatusReport(code, str(error), reason)

@@ -17,7 +17,7 @@ import grpc
 
 from sgx.verifier.v1 import verifier_pb2 as pb
 from sgx.verifier.v1 import verifier_pb2_grpc as pb_grpc
-from sgx_rpc.errors import abort, abort_internal
+from sgx_rpc.errors import abort_with
 from sgx_verifier.fetch import items_from_bytes
 from sgx_verifier.rpc import convert
 from sgx_verifier.rpc.metrics import VerifierMetrics
@@ -33,17 +33,7 @@ MAX_FILE = 4 << 20
 
 
 def _fail(context: grpc.ServicerContext, error: BaseException) -> NoReturn:
-    report = status_of(error)
-    if report is None:
-        abort_internal(context, DOMAIN, error)
-    abort(
-        context,
-        report.code,
-        report.message,
-        reason=report.reason,
-        domain=DOMAIN,
-        metadata=report.metadata,
-    )
+    abort_with(context, status_of(error), error, domain=DOMAIN)
 
 
 def _imported(

@@ -10,11 +10,10 @@ an error at all: it is an answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import grpc
 
 from sgx_platform.arch.errors import MalformedStructureError
+from sgx_rpc.errors import StatusReport
 from sgx_verifier.challenge import ChallengeConfigError, ChallengeKeyError
 from sgx_verifier.errors import CollateralInputError
 from sgx_verifier.fetch import FetchError
@@ -29,14 +28,6 @@ from sgx_verifier.service import (
 DOMAIN = "verifier.sgxemu"
 
 S = grpc.StatusCode
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    code: grpc.StatusCode
-    message: str
-    reason: str
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def status_of(error: BaseException) -> StatusReport | None:
