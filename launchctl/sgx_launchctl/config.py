@@ -55,10 +55,8 @@ Example (every key optional)::
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sgx_launchctl.allowlist import (
     SignerEntry,
@@ -68,6 +66,7 @@ from sgx_launchctl.allowlist import (
 )
 from sgx_launchctl.errors import ConfigError, InvalidRequestError
 from sgx_launchctl.policy import RULES, digest_from_hex
+from sgx_rpc.config_table import TomlTable
 
 CONFIG_FILE_NAME = "launchctl.toml"
 DATABASE_NAME = "launchctl.db"
@@ -152,45 +151,6 @@ class LaunchctlConfig:
         return parse_config("", state_dir)
 
 
-class _Table:
-    """One TOML table whose keys are consumed one by one; leftovers are unknown keys."""
-
-    def __init__(self, data: Mapping[str, Any], where: str) -> None:
-        self._data = dict(data)
-        self._where = where
-
-    def name(self, key: str) -> str:
-        return f"{self._where}.{key}" if self._where else key
-
-    def take(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        if key not in self._data:
-            return default
-        value = self._data.pop(key)
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise ConfigError(f"{self.name(key)}: expected {_kinds(kinds)}, got a boolean")
-        if not isinstance(value, kinds):
-            raise ConfigError(
-                f"{self.name(key)}: expected {_kinds(kinds)}, got {type(value).__name__}"
-            )
-        return value
-
-    def table(self, key: str) -> _Table | None:
-        value = self.take(key, dict, None)
-        return None if value is None else _Table(value, self.name(key))
-
-    def finish(self) -> None:
-        if self._data:
-            names = ", ".join(sorted(self.name(k) for k in self._data))
-            raise ConfigError(f"unknown configuration key(s): {names}")
-
-
-def _kinds(kinds: tuple[type, ...]) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "an array", dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
 def _path(state_dir: Path, value: str, key: str) -> Path:
     if not value or "\x00" in value:
         raise ConfigError(f"{key}: empty path")
@@ -198,7 +158,7 @@ def _path(state_dir: Path, value: str, key: str) -> Path:
     return path if path.is_absolute() else state_dir / path
 
 
-def _strings(t: _Table, key: str) -> list[str] | None:
+def _strings(t: TomlTable, key: str) -> list[str] | None:
     values = t.take(key, list, None)
     if values is None:
         return None
@@ -218,7 +178,7 @@ def _read_file(path: Path, key: str) -> bytes:
     return data
 
 
-def _signer(t: _Table, state_dir: Path, where: str, read_files: bool) -> SignerEntry:
+def _signer(t: TomlTable, state_dir: Path, where: str, read_files: bool) -> SignerEntry:
     sources = {k: t.take(k, str, None) for k in ("mrsigner", "key", "sigstruct")}
     given = {k: v for k, v in sources.items() if v is not None}
     if len(given) != 1:
@@ -250,14 +210,14 @@ def _signer(t: _Table, state_dir: Path, where: str, read_files: bool) -> SignerE
     return entry
 
 
-def _boot(t: _Table, state_dir: Path, read_files: bool) -> BootConfig:
+def _boot(t: TomlTable, state_dir: Path, read_files: bool) -> BootConfig:
     lock = t.take("lock", bool, False)
     signers_raw = t.take("signers", list, [])
     signers = []
     for i, item in enumerate(signers_raw):
         if not isinstance(item, dict):
             raise ConfigError(f"boot.signers[{i}]: expected a table")
-        signers.append(_signer(_Table(item, f"boot.signers[{i}]"), state_dir,
+        signers.append(_signer(TomlTable(item, f"boot.signers[{i}]", error=ConfigError), state_dir,
                                f"boot.signers[{i}]", read_files))
     policy = BootLoadPolicy()
     if (p := t.table("load_policy")) is not None:
@@ -289,7 +249,7 @@ def parse_config(text: str, state_dir: Path, *, read_files: bool = False) -> Lau
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}") from None
-    top = _Table(data, "")
+    top = TomlTable(data, error=ConfigError)
     database = _path(state_dir, top.take("database", str, f"launchctl/{DATABASE_NAME}"),
                      "database")
 

@@ -49,16 +49,15 @@ Example (every key optional)::
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_platform.arch.measurement import Measurement
 from sgx_platform.errors import PlatformError
 from sgx_platform.load_policy import DEFAULT_MAX_IMAGE_BYTES, LoadPolicy, LoadRule
+from sgx_rpc.config_table import TomlTable
 
 CONFIG_FILE_NAME = "platform.toml"
 DEVICE_SOCKET = "platform.sock"
@@ -147,46 +146,6 @@ class PlatformConfig:
         return parse_config("", state_dir)
 
 
-class _Table:
-    """One TOML table whose keys are consumed one by one; leftovers are unknown keys."""
-
-    def __init__(self, data: Mapping[str, Any], where: str) -> None:
-        self._data = dict(data)
-        self._where = where
-
-    def _name(self, key: str) -> str:
-        return f"{self._where}.{key}" if self._where else key
-
-    def take(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        if key not in self._data:
-            return default
-        value = self._data.pop(key)
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # bool is an int in Python; TOML keeps them apart and so do we.
-        if isinstance(value, bool) and bool not in kinds:
-            raise ConfigError(f"{self._name(key)}: expected {_kind_names(kinds)}, got a boolean")
-        if not isinstance(value, kinds):
-            raise ConfigError(
-                f"{self._name(key)}: expected {_kind_names(kinds)}, got {type(value).__name__}"
-            )
-        return value
-
-    def table(self, key: str) -> _Table | None:
-        value = self.take(key, dict, None)
-        return None if value is None else _Table(value, self._name(key))
-
-    def finish(self) -> None:
-        if self._data:
-            names = ", ".join(sorted(self._name(k) for k in self._data))
-            raise ConfigError(f"unknown configuration key(s): {names}")
-
-
-def _kind_names(kinds: tuple[type, ...]) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "an array", dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
 def _path(state_dir: Path, value: str, key: str) -> Path:
     if not value:
         raise ConfigError(f"{key}: empty path")
@@ -222,7 +181,7 @@ def parse_config(text: str, state_dir: Path) -> PlatformConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}") from None
-    top = _Table(data, "")
+    top = TomlTable(data, error=ConfigError)
     mode_text = top.take("launch_mode", str, LaunchMode.OPEN.value)
     try:
         launch_mode = LaunchMode(mode_text)

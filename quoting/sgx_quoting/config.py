@@ -32,12 +32,11 @@ paths are relative to the state directory.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sgx_quoting.enclave_errors import QuotingStateError
+from sgx_rpc.config_table import TomlTable
 
 CONFIG_FILE_NAME = "quoting.toml"
 
@@ -88,35 +87,6 @@ class QuotingConfig:
         return parse_config("", state_dir)
 
 
-class _Table:
-    def __init__(self, data: Mapping[str, Any], where: str) -> None:
-        self._data = dict(data)
-        self._where = where
-
-    def _name(self, key: str) -> str:
-        return f"{self._where}.{key}" if self._where else key
-
-    def take(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        if key not in self._data:
-            return default
-        value = self._data.pop(key)
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise QuotingConfigError(f"{self._name(key)} must be {kinds[0].__name__}")
-        if not isinstance(value, kinds):
-            raise QuotingConfigError(f"{self._name(key)} must be {kinds[0].__name__}")
-        return value
-
-    def table(self, key: str) -> _Table | None:
-        value = self.take(key, dict, None)
-        return None if value is None else _Table(value, self._name(key))
-
-    def finish(self) -> None:
-        if self._data:
-            where = f" in [{self._where}]" if self._where else ""
-            raise QuotingConfigError(f"unknown configuration keys{where}: {sorted(self._data)}")
-
-
 def _path(state_dir: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else state_dir / path
@@ -135,7 +105,7 @@ def parse_config(text: str, state_dir: Path) -> QuotingConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise QuotingConfigError(f"{CONFIG_FILE_NAME} is not valid TOML: {e}") from e
-    top = _Table(data, "")
+    top = TomlTable(data, error=QuotingConfigError)
     metrics = top.take("metrics_address", str, "")
     timeout = float(top.take("request_timeout", (int, float), 60.0))
     if not timeout > 0:
