@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from sgx_rpc import files
 from sgxemu_cli.errors import UsageError
 
 
@@ -29,31 +28,15 @@ def read_input(path: str, what: str, *, max_bytes: int = 1 << 31) -> bytes:
 
 
 def write_atomic(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync the directory."""
+    """Replace ``path`` with ``data`` atomically (:func:`sgx_rpc.files.write_atomic`).
+
+    Any OS error becomes a one-line :class:`UsageError` naming the file.
+    """
     target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
+        files.write_atomic(target, data, mode=mode)
     except OSError as e:
         raise UsageError(f"cannot write {str(target)!r}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def print_json(document: Any) -> None:

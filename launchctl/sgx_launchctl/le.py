@@ -50,6 +50,7 @@ from sgx_platform.arch.signing import (
     sign_sigstruct,
 )
 from sgx_platform.arch.sigstruct import Sigstruct
+from sgx_rpc.files import fsync_directory
 
 #: Seed of the LE image (deterministic: same MRENCLAVE everywhere).
 LE_IMAGE_SEED = 0x4C45_0001
@@ -92,7 +93,11 @@ def _inside(path: Path, directory: Path) -> bool:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` exclusively with ``mode``, write, fsync it and its directory."""
+    """Create ``path`` exclusively with ``mode``, write, fsync it and its directory.
+
+    Create-only (``O_EXCL`` on ``path`` itself, not :func:`sgx_rpc.files.write_atomic`): an
+    existing file, or a symbolic link planted at ``path``, is refused, never replaced.
+    """
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         view = memoryview(data)
@@ -103,11 +108,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     finally:
         os.close(fd)
     os.chmod(path, mode)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(path.parent)
 
 
 def create_launch_enclave(

@@ -42,6 +42,7 @@ from sgx_launchctl.rpc.servicer import (
 )
 from sgx_launchctl.store import create_pending
 from sgx_platform.arch.measurement import Measurement
+from sgx_rpc.files import write_atomic
 from sgx_rpc.server import Listener, ServiceHost, TlsListener, UnixListener
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,7 @@ def initialize_state(
     create_pending(config.database, Allowlist.of([vendor]))
     config_file = config.database.parent / CONFIG_FILE_NAME
     if not config_file.exists():
-        tmp = config_file.with_name(f".{config_file.name}.tmp")
-        tmp.write_text(DEFAULT_CONFIG_TEXT, encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, config_file)
+        write_atomic(config_file, DEFAULT_CONFIG_TEXT.encode("utf-8"), mode=0o600)
 
     def shown(path: Path) -> str:
         return str(final / path.relative_to(state_dir))

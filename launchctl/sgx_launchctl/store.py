@@ -62,6 +62,7 @@ from sgx_launchctl.policy import LoadPolicy
 from sgx_platform.arch.attributes import Attributes, KeyName, KeyPolicy
 from sgx_platform.arch.errors import MalformedStructureError
 from sgx_platform.arch.keyrequest import KeyRequest
+from sgx_rpc.files import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +177,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read_meta(conn: sqlite3.Connection) -> dict[str, str]:
     return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
 
@@ -286,7 +279,7 @@ def create_pending(path: Path, allowlist: Allowlist) -> None:
         conn.execute("COMMIT")
     finally:
         conn.close()
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 class Store:

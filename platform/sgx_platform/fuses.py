@@ -23,6 +23,7 @@ import stat
 from pathlib import Path
 
 from sgx_platform.errors import FuseStoreError, TcbUpdateError
+from sgx_rpc.files import write_atomic
 
 SECRET_SIZE = 16
 CPUSVN_SIZE = 16
@@ -48,32 +49,6 @@ def cpusvn_beyond(candidate: bytes, current: bytes) -> bool:
     if len(candidate) != CPUSVN_SIZE or len(current) != CPUSVN_SIZE:
         raise ValueError("CPUSVN values are 16 bytes")
     return any(c > k for c, k in zip(candidate, current, strict=True))
-
-
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600: temp file, fsync, rename, fsync directory."""
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class PlatformFuses:
@@ -118,11 +93,11 @@ class PlatformFuses:
             )
         seal = secrets.token_bytes(SECRET_SIZE)
         provision = secrets.token_bytes(SECRET_SIZE)
-        write_file_atomically(directory / _SEAL, seal)
-        write_file_atomically(directory / _PROVISION, provision)
-        write_file_atomically(directory / _OWNER_EPOCH, epoch)
-        write_file_atomically(directory / _CPUSVN, cpusvn)
-        write_file_atomically(directory / _BOOT, bytes(_BOOT_SIZE))
+        _write(directory / _SEAL, seal)
+        _write(directory / _PROVISION, provision)
+        _write(directory / _OWNER_EPOCH, epoch)
+        _write(directory / _CPUSVN, cpusvn)
+        _write(directory / _BOOT, bytes(_BOOT_SIZE))
         return cls(directory, seal, provision, epoch, cpusvn)
 
     @classmethod
@@ -171,7 +146,7 @@ class PlatformFuses:
     def set_owner_epoch(self, value: bytes) -> None:
         """Set OWNEREPOCH (an owner operation); keys sealed under the old value stop opening."""
         _check_len(value, OWNER_EPOCH_SIZE, "OWNEREPOCH")
-        write_file_atomically(self._directory / _OWNER_EPOCH, bytes(value))
+        _write(self._directory / _OWNER_EPOCH, bytes(value))
         self._owner_epoch = bytes(value)
 
     def update_tcb(self, new_cpusvn: bytes | None = None) -> bytes:
@@ -187,7 +162,7 @@ class PlatformFuses:
             )
         if new_cpusvn == self._cpusvn:
             raise TcbUpdateError(f"CPUSVN is already {new_cpusvn.hex()}")
-        write_file_atomically(self._directory / _CPUSVN, bytes(new_cpusvn))
+        _write(self._directory / _CPUSVN, bytes(new_cpusvn))
         self._cpusvn = bytes(new_cpusvn)
         return self._cpusvn
 
@@ -196,7 +171,7 @@ class PlatformFuses:
         path = self._directory / _BOOT
         current = int.from_bytes(_read(path, _BOOT_SIZE), "little")
         boot = current + 1
-        write_file_atomically(path, boot.to_bytes(_BOOT_SIZE, "little"))
+        _write(path, boot.to_bytes(_BOOT_SIZE, "little"))
         return boot
 
     def __repr__(self) -> str:
@@ -206,6 +181,10 @@ class PlatformFuses:
 def _check_len(value: bytes, size: int, what: str) -> None:
     if not isinstance(value, bytes) or len(value) != size:
         raise ValueError(f"{what} must be {size} bytes")
+
+
+def _write(path: Path, data: bytes) -> None:
+    write_atomic(path, data, mode=0o600)
 
 
 def _read(path: Path, size: int) -> bytes:

@@ -52,6 +52,7 @@ from sgx_platform.rpc.servicer import (
     authorizer,
     register,
 )
+from sgx_rpc.files import write_atomic
 from sgx_rpc.server import Listener, ServiceHost, TlsListener, UnixListener
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,7 @@ def initialize_state(platform_dir: Path) -> dict[str, str]:
     fuses = PlatformFuses.create(platform_dir / FUSES_DIR_NAME)
     config = platform_dir / CONFIG_FILE_NAME
     if not config.exists():
-        tmp = config.with_name(f".{config.name}.tmp")
-        tmp.write_text(DEFAULT_CONFIG_TEXT, encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, config)
+        write_atomic(config, DEFAULT_CONFIG_TEXT.encode("utf-8"), mode=0o600)
     return {
         "fuses": str(fuses.directory),
         "config": str(config),

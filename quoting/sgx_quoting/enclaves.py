@@ -51,7 +51,7 @@ from sgx_platform.arch.signing import (
 )
 from sgx_platform.arch.sigstruct import Sigstruct
 from sgx_quoting.enclave_errors import QuotingStateError
-from sgx_quoting.state import write_atomic
+from sgx_rpc.files import write_atomic
 
 #: Intel's QE3 ISVPRODID (its QE Identity says 1).
 QE_ISVPRODID = 1

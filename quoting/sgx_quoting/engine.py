@@ -56,7 +56,7 @@ from sgx_quoting.metrics import QuotingMetrics
 from sgx_quoting.pce import PCE_ID, ProvisioningCertificationEnclave, QeCertification
 from sgx_quoting.ports import PckChain, PcsPort, PlatformPort
 from sgx_quoting.qe import QuotingEnclave
-from sgx_quoting.state import write_atomic
+from sgx_rpc.files import write_atomic
 
 log = logging.getLogger(__name__)
 

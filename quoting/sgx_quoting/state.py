@@ -9,7 +9,8 @@ Layout::
 
 Invariants:
 
-* every file is written atomically (temporary file, fsync, rename, fsync of the directory);
+* every file is written atomically (:func:`sgx_rpc.files.write_atomic`: temporary file, fsync,
+  rename, fsync of the directory);
   keys and state are 0600 and the directory 0700;
 * :meth:`PcsStore.session` holds an exclusive ``flock`` on ``.lock`` from load to save, so the
   service and the command line never interleave their changes; state is saved only when an
@@ -29,7 +30,6 @@ import fcntl
 import json
 import os
 import secrets
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +54,7 @@ from sgx_quoting.pcs import (
     system_now,
 )
 from sgx_quoting.pki import CertifiedKey, PckCa, PcsPki, utc_seconds
+from sgx_rpc.files import write_atomic
 
 STATE_FORMAT = "sgxemu-pcs-state"
 STATE_VERSION = 1
@@ -74,29 +75,6 @@ _PKI_FILES = {
     "processor_ca": "processor-ca",
     "tcb_signing": "tcb-signing",
 }
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int) -> None:
-    """Write ``data`` to ``path`` atomically with ``mode``: temp, fsync, rename, fsync dir."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # -- JSON encoding of the state --------------------------------------------------------------

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from sgx_platform.errors import FuseStoreError, TcbUpdateError
-from sgx_platform.fuses import DEFAULT_CPUSVN, PlatformFuses, cpusvn_beyond, write_file_atomically
+from sgx_platform.fuses import DEFAULT_CPUSVN, PlatformFuses, cpusvn_beyond
+from sgx_rpc.files import write_atomic
 
 FILES = ("root_seal_secret", "root_provisioning_secret", "owner_epoch", "cpusvn", "boot_counter")
 
@@ -61,7 +62,7 @@ def test_open_refuses_missing_file(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("size", [0, 15, 17])
 def test_open_refuses_wrong_length(tmp_path: Path, name: str, size: int) -> None:
     PlatformFuses.create(tmp_path)
-    write_file_atomically(tmp_path / name, bytes(size))
+    write_atomic(tmp_path / name, bytes(size), mode=0o600)
     with pytest.raises(FuseStoreError, match="expected 16 bytes"):
         PlatformFuses.open(tmp_path)
 
@@ -137,10 +138,13 @@ def test_cpusvn_beyond_is_component_wise() -> None:
         cpusvn_beyond(bytes(15), cur)
 
 
-def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
-    p = tmp_path / "x"
-    write_file_atomically(p, b"first")
-    write_file_atomically(p, b"2")
-    assert p.read_bytes() == b"2"
-    assert stat.S_IMODE(p.stat().st_mode) == 0o600
-    assert [q.name for q in tmp_path.iterdir()] == ["x"]
+def test_rewrites_replace_whole_files_and_stay_private(tmp_path: Path) -> None:
+    fuses = PlatformFuses.create(tmp_path, owner_epoch=b"\x01" * 16)
+    fuses.set_owner_epoch(b"\x02" * 16)
+    fuses.update_tcb()
+    assert fuses.next_boot() == 1
+    for name in FILES:
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES)  # no temp files left
+    assert (tmp_path / "owner_epoch").read_bytes() == b"\x02" * 16
+    assert PlatformFuses.open(tmp_path).cpusvn == fuses.cpusvn != DEFAULT_CPUSVN

@@ -2,9 +2,9 @@
 
 Invariants:
 
-* :func:`write_private_atomic` leaves either the old file or the complete new one, mode 0600:
-  a temporary file in the same directory made 0600 before anything is written to it, fsync,
-  rename over the target, fsync of the directory.
+* :func:`write_private_atomic` leaves either the old file or the complete new one, mode 0600
+  (:func:`sgx_rpc.files.write_atomic`: a temporary file in the same directory made 0600
+  before anything is written to it, fsync, rename over the target, fsync of the directory).
 * :func:`read_private` opens without following a symbolic link and refuses a file that group
   or others may read or write, before reading it; it reads at most ``limit`` bytes, so a
   caller that expects an exact size sees an oversized file as too long. Every refusal raises
@@ -15,34 +15,15 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
+from sgx_rpc.files import write_atomic
 from sgx_verifier.errors import VerificationError
 
 
 def write_private_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` mode 0600: temp file, fsync, rename, fsync the directory."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace ``path`` with ``data``, mode 0600 (:func:`sgx_rpc.files.write_atomic`)."""
+    write_atomic(path, data, mode=0o600)
 
 
 def read_private(
