@@ -51,7 +51,7 @@ from sgx_platform.arch.signing import (
 )
 from sgx_platform.arch.sigstruct import Sigstruct
 from sgx_quoting.enclave_errors import QuotingStateError
-from sgx_rpc.files import write_atomic
+from sgx_rpc.files import read_private, write_atomic
 
 #: Intel's QE3 ISVPRODID (its QE Identity says 1).
 QE_ISVPRODID = 1
@@ -293,7 +293,7 @@ def _write_vendor_key(quoting_dir: Path, key: rsa.RSAPrivateKey) -> None:
 def load_vendor_key(quoting_dir: Path) -> rsa.RSAPrivateKey:
     path = Path(quoting_dir) / VENDOR_KEY_FILE
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(read_private(path), password=None)
     except OSError as e:
         raise QuotingStateError(f"cannot read the vendor signing key {path}: {e.strerror}") from e
     except ValueError as e:

@@ -56,7 +56,7 @@ from sgx_quoting.metrics import QuotingMetrics
 from sgx_quoting.pce import PCE_ID, ProvisioningCertificationEnclave, QeCertification
 from sgx_quoting.ports import PckChain, PcsPort, PlatformPort
 from sgx_quoting.qe import QuotingEnclave
-from sgx_rpc.files import write_atomic
+from sgx_rpc.files import read_private, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class QuotingEngine:
     def _load_attestation_key(self, qe: QuotingEnclave) -> None:
         path = self.sealed_key_path
         try:
-            sealed: bytes | None = path.read_bytes()
+            sealed: bytes | None = read_private(path)
         except FileNotFoundError:
             sealed = None
         except OSError as e:
@@ -312,7 +312,10 @@ class QuotingEngine:
                     manifest.pce.isvsvn, manifest.qe.isvsvn,
                 )
                 return self._relaunch(generation)
-            sealed = self.sealed_key_path.read_bytes() if self.sealed_key_path.exists() else b""
+            try:
+                sealed = read_private(self.sealed_key_path)
+            except FileNotFoundError:
+                sealed = b""
             if not sealed or state.qe.needs_reseal(sealed):
                 self._write_sealed(state.qe.seal_attestation_key())
                 log.info("sealed the attestation key again at the current TCB")

@@ -54,7 +54,7 @@ from sgx_quoting.pcs import (
     system_now,
 )
 from sgx_quoting.pki import CertifiedKey, PckCa, PcsPki, utc_seconds
-from sgx_rpc.files import write_atomic
+from sgx_rpc.files import read_private, write_atomic
 
 STATE_FORMAT = "sgxemu-pcs-state"
 STATE_VERSION = 1
@@ -417,7 +417,7 @@ class PcsStore:
         parts: dict[str, CertifiedKey] = {}
         for attribute, stem in _PKI_FILES.items():
             try:
-                key_pem = self._path(f"{stem}.key").read_bytes()
+                key_pem = read_private(self._path(f"{stem}.key"))
                 cert_der = self._path(f"{stem}.der").read_bytes()
             except OSError as e:
                 raise PcsStateError(f"PCS state incomplete: {e.strerror}: {e.filename}") from e
@@ -436,7 +436,7 @@ class PcsStore:
 
     def load_state(self) -> PcsState:
         try:
-            data = self._path(STATE_FILE).read_bytes()
+            data = read_private(self._path(STATE_FILE))
         except FileNotFoundError:
             raise PcsStateError(
                 f"no PCS in {self.directory}; run `sgxemu init` to create one"

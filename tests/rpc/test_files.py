@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sgx_rpc import files
-from sgx_rpc.files import fsync_directory, write_atomic
+from sgx_rpc.files import fsync_directory, read_private, write_atomic
 
 
 @pytest.fixture
@@ -145,3 +145,31 @@ def test_fsync_directory_refuses_a_file(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"")
     with pytest.raises(NotADirectoryError):
         fsync_directory(tmp_path / "f")
+
+
+def test_read_private_reads_a_0600_regular_file(tmp_path: Path) -> None:
+    secret = tmp_path / "k"
+    write_atomic(secret, b"sealed", mode=0o600)
+    assert read_private(secret) == b"sealed"
+
+
+def test_read_private_refuses_what_others_may_read_a_symlink_a_directory_and_oversize(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "k"
+    write_atomic(secret, b"x" * 10, mode=0o644)
+    with pytest.raises(OSError, match="chmod 600"):
+        read_private(secret)
+    os.chmod(secret, 0o600)
+    link = tmp_path / "link"
+    link.symlink_to(secret)
+    with pytest.raises(OSError) as followed:
+        read_private(link)
+    assert followed.value.errno == errno.ELOOP
+    with pytest.raises(OSError, match="larger than 4 bytes"):
+        read_private(secret, limit=4)
+    with pytest.raises(FileNotFoundError):
+        read_private(tmp_path / "missing")
+    (tmp_path / "d").mkdir(mode=0o700)
+    with pytest.raises(OSError):
+        read_private(tmp_path / "d")
